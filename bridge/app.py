@@ -1,0 +1,107 @@
+"""The bridge assembled: store, case service, channels, Matrix, outbox, web server.
+
+``Bridge`` is what main.py runs and what the tests start in-process, so both exercise
+the same wiring. Start-up order makes each part ready before anything can reach it;
+shutdown runs in reverse and waits for every task it started.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bridge import messages as msgs
+from bridge.cases import Cases
+from bridge.channels.base import Channel
+from bridge.channels.whatsapp import WhatsAppChannel
+from bridge.clock import Clock, system_clock
+from bridge.config import Settings
+from bridge.effects import Effects
+from bridge.intake import Intake
+from bridge.matrix import MatrixBot
+from bridge.outbox import MATRIX_NOTICE, Dispatcher, Outbox
+from bridge.store import Row, Store
+from bridge.web import HttpServer, make_app
+from bridge.workflow import load_profile
+
+log = logging.getLogger(__name__)
+
+
+class Bridge:
+    def __init__(self, settings: Settings, *, clock: Clock = system_clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.profile = load_profile(settings.sop.profile)
+        self.channels: dict[str, Channel] = {}
+        if settings.whatsapp.enabled:
+            self.channels["whatsapp"] = WhatsAppChannel.from_settings(settings.whatsapp)
+        self.store: Store | None = None
+        self.matrix: MatrixBot | None = None
+        self.http: HttpServer | None = None
+        self._started: list[Any] = []
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        s = self.settings
+        self.store = store = await Store.open(s.database_path)
+        self._started.append(store)
+        self.outbox = Outbox(self.clock)
+        self.cases = Cases(self.profile, self.outbox, self.clock)
+        self.intake = Intake(store, self.cases, self.outbox, self.clock)
+
+        self.matrix = MatrixBot(s, store, self.clock)
+        self._started.append(self.matrix)
+        await self.matrix.start()
+
+        self.dispatcher = Dispatcher(store, self.outbox, self.clock, on_dead=self._delivery_dead)
+        Effects(store, self.matrix, self.channels, self.clock, s.data_dir / "media").register(self.dispatcher)
+        for channel in self.channels.values():
+            await channel.start(self.intake)
+            self._started.append(channel)
+        self.intake.start()
+        self._started.append(self.intake)
+        self.dispatcher.start()
+        self._started.append(self.dispatcher)
+
+        routes = [r for ch in self.channels.values() for r in ch.routes()]
+        self.http = HttpServer(make_app(routes, self.health), s.http.host, s.http.port)
+        await self.http.start()
+        self._started.append(self.http)
+        log.info("bridge: running (SOP %s, channels: %s)", self.profile.name,
+                 ", ".join(self.channels) or "none")
+
+    async def stop(self) -> None:
+        # Reverse order: stop taking webhooks first, close the database last.
+        while self._started:
+            part = self._started.pop()
+            try:
+                await part.stop() if not isinstance(part, Store) else await part.close()
+            except Exception:
+                log.exception("bridge: stopping %s failed", part.__class__.__name__)
+
+    async def health(self) -> dict[str, Any]:
+        assert self.store is not None and self.matrix is not None
+        async with self.store.reading() as tx:
+            backlog = await tx.outbox_backlog()
+        matrix_ok = self.matrix.last_sync_ok
+        channels = {name: ch.health() for name, ch in self.channels.items()}
+        ok = matrix_ok and all(c.get("ok") for c in channels.values())
+        return {"ok": ok, "matrix": {"synced": matrix_ok}, "channels": channels, "outbox": backlog}
+
+    async def _delivery_dead(self, row: Row, error: str) -> None:
+        """Tell the admin room what could not be delivered, so a person can act."""
+        if row["kind"] == MATRIX_NOTICE:
+            return
+        assert self.store is not None
+        async with self.store.transaction() as tx:
+            case = await tx.get_case(row["case_id"]) if row["case_id"] else None
+            what = {"channel.text": "pesan ke pemohon", "matrix.attachment": "lampiran"}.get(
+                row["kind"], row["kind"])
+            await self.outbox.notice(tx, "admin", msgs.delivery_failed(
+                case["ticket"] if case else "-", what, error).notice())
+        self.outbox.wake()

@@ -1,0 +1,149 @@
+"""The contract between the bridge and a citizen channel (WhatsApp, Telegram).
+
+A channel adapter turns its service's wire format into the normalized types below and
+back. Nothing outside ``bridge/channels/`` knows a service's wire format, and the
+adapters know nothing of Matrix or of cases: they hand inbound traffic to an
+``InboundSink`` (which stores it before the service gets its 200) and deliver what the
+outbox asks them to send.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, Sequence
+
+from aiohttp import web
+
+from bridge.errors import DeliveryError  # noqa: F401  (what send_* raise)
+
+# Kinds of inbound message, across channels.
+TEXT = "text"
+MEDIA = "media"            # image, document, audio, video, sticker: see Attachment.kind
+LOCATION = "location"
+CONTACTS = "contacts"
+CHOICE = "choice"          # a tapped button or list row: text is its title, choice_id its id
+REACTION = "reaction"
+EDIT = "edit"
+REVOKE = "revoke"
+UNSUPPORTED = "unsupported"
+SYSTEM = "system"
+
+# Kinds that carry something the citizen wrote or sent, and so belong in a case.
+CASE_KINDS = frozenset({TEXT, MEDIA, LOCATION, CONTACTS, CHOICE})
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file the citizen sent. ``ref`` is the channel's handle to fetch it later."""
+
+    kind: str                      # image | document | audio | video | sticker
+    ref: str                       # WhatsApp media id, Telegram file_id
+    mime_type: str = "application/octet-stream"
+    filename: str | None = None
+    sha256: str | None = None
+    voice: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, False)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Attachment":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One message from a citizen, in the same shape whatever channel it came by."""
+
+    channel: str
+    external_id: str               # the channel's message id: the deduplication key
+    address: str                   # where to answer: WhatsApp wa_id, Telegram chat id
+    at: datetime                   # when the citizen sent it (aware, UTC)
+    kind: str
+    text: str = ""                 # body, caption, or a readable rendering (location...)
+    name: str | None = None        # the citizen's profile name, when the channel gives it
+    attachments: tuple[Attachment, ...] = ()
+    reply_to: str | None = None    # external id of the message this one answers
+    choice_id: str | None = None
+    target_id: str | None = None   # for reaction/edit/revoke: the message it is about
+    user_id: str | None = None     # WhatsApp business-scoped user id, kept beside wa_id
+    forwarded: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items()
+             if k not in ("attachments", "at", "raw") and v not in (None, "", False)}
+        d["at"] = self.at.isoformat()
+        d["attachments"] = [a.to_dict() for a in self.attachments]
+        d["raw"] = self.raw
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InboundMessage":
+        d = dict(d)
+        d["at"] = datetime.fromisoformat(d["at"])
+        d["attachments"] = tuple(Attachment.from_dict(a) for a in d.get("attachments", ()))
+        return cls(**d)
+
+
+# Delivery states of our outbound messages, in the only order they may move.
+STATUS_ORDER = {"pending": 0, "accepted": 1, "sent": 2, "delivered": 3, "read": 4, "failed": 5}
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """The service's word on one of our outbound messages."""
+
+    channel: str
+    external_id: str
+    status: str                    # sent | delivered | read | failed
+    at: datetime
+    recipient: str | None = None
+    error_code: int | None = None
+    error_title: str | None = None
+
+
+@dataclass(frozen=True)
+class Media:
+    data: bytes
+    mime_type: str
+    filename: str | None = None
+
+
+class InboundSink(Protocol):
+    """Where adapters hand what they received. Returns once it is durably stored."""
+
+    async def accept(self, messages: Sequence[InboundMessage],
+                     statuses: Sequence[StatusUpdate]) -> None: ...
+
+
+class Channel(abc.ABC):
+    """One citizen channel. Webhook channels expose routes; polling ones run a task."""
+
+    name: str
+
+    def routes(self) -> list[web.RouteDef]:
+        """aiohttp routes this channel serves (its webhooks)."""
+        return []
+
+    async def start(self, sink: InboundSink) -> None:
+        """Begin receiving; inbound traffic goes to ``sink``."""
+        self.sink = sink
+
+    async def stop(self) -> None:
+        """Stop receiving and release connections."""
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True}
+
+    @abc.abstractmethod
+    async def send_text(self, address: str, text: str, *, reply_to: str | None = None) -> str:
+        """Send a text to a citizen; return the channel's id for that message."""
+
+    async def mark_read(self, external_id: str) -> None:
+        """Tell the citizen their message was read, where the channel has that."""
+
+    @abc.abstractmethod
+    async def fetch_media(self, attachment: Attachment) -> Media:
+        """Download an attachment's bytes."""

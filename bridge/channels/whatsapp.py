@@ -1,0 +1,324 @@
+"""WhatsApp Cloud API (Meta Graph API) adapter.
+
+Inbound: the webhook (GET handshake, POST notifications signed with X-Hub-Signature-256),
+parsed into InboundMessage / StatusUpdate and handed to the sink before Meta gets its 200.
+Outbound: text messages, mark-as-read, the two-step media download.
+See ../shared/API-NOTES.md for the wire format this follows.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bridge.channels import base
+from bridge.channels.base import Attachment, InboundMessage, Media, StatusUpdate
+from bridge.errors import DeliveryError
+from bridge.privacy import mask_phone
+
+log = logging.getLogger(__name__)
+
+NAME = "whatsapp"
+MAX_TEXT = 4096
+MEDIA_TYPES = ("image", "document", "audio", "video", "sticker")
+
+# Graph error codes (API-NOTES.md): back off and retry, or give up.
+_RATE_LIMITED = {4, 80007, 130429, 131056}
+_TEMPORARY = {1, 2, 131000}
+
+
+class BadPayload(ValueError):
+    """A notification that does not have the documented shape."""
+
+
+def normalize_msisdn(number: str, default_country: str = "62") -> str:
+    """One form for every phone number: digits with the country code, no '+'.
+
+    '0812-3456-7890', '+62 812 3456 7890' and '6281234567890' are the same number.
+    """
+    digits = re.sub(r"\D", "", number)
+    if number.strip().startswith("+"):
+        return digits
+    if digits.startswith("0"):
+        return default_country + digits[1:]
+    return digits
+
+
+def signature_ok(app_secret: str, body: bytes, header: str | None) -> bool:
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header[len("sha256="):].strip().lower())
+
+
+def _time(value: Any) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(value), timezone.utc)
+    except (TypeError, ValueError):
+        raise BadPayload(f"timestamp {value!r} is not a Unix time") from None
+
+
+def parse_notification(payload: Any) -> tuple[list[InboundMessage], list[StatusUpdate]]:
+    """Every message and status of one webhook POST, in order. Raises BadPayload."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("entry"), list):
+        raise BadPayload("no 'entry' list")
+    messages: list[InboundMessage] = []
+    statuses: list[StatusUpdate] = []
+    for entry in payload["entry"]:
+        for change in _list(entry, "changes"):
+            if not isinstance(change, dict) or change.get("field") != "messages":
+                continue            # other subscriptions (templates, account) are not ours
+            value = change.get("value")
+            if not isinstance(value, dict):
+                raise BadPayload("change without a 'value' object")
+            contacts = {c.get("wa_id"): c for c in _list(value, "contacts") if isinstance(c, dict)}
+            for m in _list(value, "messages"):
+                messages.append(_message(m, contacts))
+            for s in _list(value, "statuses"):
+                statuses.append(_status(s))
+    return messages, statuses
+
+
+def _list(obj: Any, key: str) -> list[Any]:
+    if not isinstance(obj, dict):
+        raise BadPayload(f"expected an object holding '{key}'")
+    value = obj.get(key, [])
+    if not isinstance(value, list):
+        raise BadPayload(f"'{key}' is not a list")
+    return value
+
+
+def _message(m: Any, contacts: dict[str, dict[str, Any]]) -> InboundMessage:
+    if not isinstance(m, dict) or not m.get("id") or not m.get("type"):
+        raise BadPayload("message without id or type")
+    sender = m.get("from")
+    contact = contacts.get(sender) or (next(iter(contacts.values())) if len(contacts) == 1 else {})
+    if not sender:
+        # Accounts with usernames may come without a phone number: key on the user id.
+        sender = contact.get("wa_id") or m.get("from_user_id") or contact.get("user_id")
+    if not sender:
+        raise BadPayload(f"message {m['id']} has no sender")
+    context = m.get("context") or {}
+    common = dict(
+        channel=NAME, external_id=str(m["id"]), address=normalize_msisdn(str(sender)),
+        at=_time(m.get("timestamp")), name=(contact.get("profile") or {}).get("name"),
+        user_id=contact.get("user_id") or m.get("from_user_id"),
+        reply_to=context.get("id"), forwarded=bool(context.get("forwarded")), raw=m,
+    )
+    return InboundMessage(**common, **_body(m["type"], m))
+
+
+def _body(mtype: str, m: dict[str, Any]) -> dict[str, Any]:
+    """The kind, text and attachments of one message type."""
+    body = m.get(mtype)
+    if mtype == "text":
+        return dict(kind=base.TEXT, text=str((body or {}).get("body", "")))
+    if mtype in MEDIA_TYPES:
+        if not isinstance(body, dict) or not body.get("id"):
+            raise BadPayload(f"{mtype} message without a media id")
+        att = Attachment(kind=mtype, ref=str(body["id"]),
+                         mime_type=body.get("mime_type") or "application/octet-stream",
+                         filename=body.get("filename"), sha256=body.get("sha256"),
+                         voice=bool(body.get("voice")))
+        return dict(kind=base.MEDIA, text=str(body.get("caption") or ""), attachments=(att,))
+    if mtype == "location":
+        body = body or {}
+        where = ", ".join(str(body[k]) for k in ("name", "address") if body.get(k))
+        text = f"📍 {body.get('latitude')}, {body.get('longitude')}" + (f" ({where})" if where else "")
+        return dict(kind=base.LOCATION, text=text)
+    if mtype == "contacts":
+        return dict(kind=base.CONTACTS, text="\n".join(_contact_line(c) for c in (body or [])))
+    if mtype == "interactive":
+        body = body or {}
+        reply = body.get(body.get("type") or "") or {}
+        return dict(kind=base.CHOICE, text=str(reply.get("title", "")), choice_id=reply.get("id"))
+    if mtype == "button":
+        body = body or {}
+        return dict(kind=base.CHOICE, text=str(body.get("text", "")), choice_id=body.get("payload"))
+    if mtype == "reaction":
+        body = body or {}
+        return dict(kind=base.REACTION, text=str(body.get("emoji") or ""), target_id=body.get("message_id"))
+    if mtype == "edit":
+        inner = (body or {}).get("message") or {}
+        edited = _body(inner.get("type", "unsupported"), inner) if inner.get("type") else {}
+        return dict(kind=base.EDIT, text=edited.get("text", ""),
+                    attachments=edited.get("attachments", ()),
+                    target_id=(body or {}).get("original_message_id"))
+    if mtype == "revoke":
+        return dict(kind=base.REVOKE, target_id=(body or {}).get("original_message_id"))
+    if mtype == "system":
+        return dict(kind=base.SYSTEM, text=str((body or {}).get("body", "")))
+    # unsupported, unknown, order, and whatever Meta adds next: kept, never a crash.
+    errors = m.get("errors") or []
+    title = errors[0].get("title") if errors and isinstance(errors[0], dict) else None
+    return dict(kind=base.UNSUPPORTED, text=title or mtype)
+
+
+def _contact_line(card: Any) -> str:
+    if not isinstance(card, dict):
+        return ""
+    name = (card.get("name") or {}).get("formatted_name", "")
+    phones = ", ".join(p.get("phone", "") for p in card.get("phones", []) if isinstance(p, dict))
+    return f"👤 {name} {phones}".strip()
+
+
+def _status(s: Any) -> StatusUpdate:
+    if not isinstance(s, dict) or not s.get("id") or not s.get("status"):
+        raise BadPayload("status without id or status")
+    errors = s.get("errors") or []
+    err = errors[0] if errors and isinstance(errors[0], dict) else {}
+    return StatusUpdate(channel=NAME, external_id=str(s["id"]), status=str(s["status"]),
+                        at=_time(s.get("timestamp")), recipient=s.get("recipient_id"),
+                        error_code=err.get("code"),
+                        error_title=err.get("title") or err.get("message"))
+
+
+class WhatsAppChannel(base.Channel):
+    name = NAME
+
+    def __init__(self, *, graph_url: str, api_version: str, phone_number_id: str, token: str,
+                 app_secret: str, verify_token: str, session: aiohttp.ClientSession | None = None) -> None:
+        self.base = f"{graph_url.rstrip('/')}/{api_version}"
+        self.phone_number_id = phone_number_id
+        self._token = token
+        self._app_secret = app_secret
+        self._verify_token = verify_token
+        self._session = session
+        self.last_webhook_at: datetime | None = None
+
+    @classmethod
+    def from_settings(cls, s: Any) -> "WhatsAppChannel":
+        return cls(graph_url=s.graph_url, api_version=s.api_version, phone_number_id=s.phone_number_id,
+                   token=s.token, app_secret=s.app_secret, verify_token=s.verify_token)
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self, sink: base.InboundSink) -> None:
+        await super().start(sink)
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": self._session is not None,
+                "last_webhook_at": self.last_webhook_at.isoformat() if self.last_webhook_at else None}
+
+    # -- webhook ---------------------------------------------------------------------
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/webhooks/whatsapp", self.handle_verify),
+                web.post("/webhooks/whatsapp", self.handle_notification)]
+
+    async def handle_verify(self, request: web.Request) -> web.Response:
+        q = request.query
+        if q.get("hub.mode") == "subscribe" and hmac.compare_digest(
+                q.get("hub.verify_token", "").encode(), self._verify_token.encode()):
+            return web.Response(text=q.get("hub.challenge", ""), content_type="text/plain")
+        log.warning("whatsapp: webhook verification with a wrong token refused")
+        return web.Response(status=403, text="verify token mismatch")
+
+    async def handle_notification(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if not signature_ok(self._app_secret, body, request.headers.get("X-Hub-Signature-256")):
+            log.warning("whatsapp: notification with a missing or wrong signature refused (%s)",
+                        request.remote)
+            return web.json_response({"error": "bad signature"}, status=401)
+        try:
+            messages, statuses = parse_notification(json.loads(body))
+        except (ValueError, BadPayload) as e:     # JSONDecodeError is a ValueError
+            log.warning("whatsapp: malformed notification refused: %s", e)
+            return web.json_response({"error": f"malformed notification: {e}"}, status=400)
+        # Stored before the 200: from here a crash loses nothing, and Meta's retries dedupe.
+        await self.sink.accept(messages, statuses)
+        self.last_webhook_at = datetime.now(timezone.utc)
+        for m in messages:
+            log.info("whatsapp: %s %s from %s", m.kind, m.external_id[-12:], mask_phone(m.address))
+        return web.json_response({"ok": True})
+
+    # -- outbound --------------------------------------------------------------------
+    async def send_text(self, address: str, text: str, *, reply_to: str | None = None) -> str:
+        if len(text) > MAX_TEXT:
+            text = text[:MAX_TEXT - 1] + "…"
+        body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual",
+                                "to": normalize_msisdn(address), "type": "text",
+                                "text": {"preview_url": False, "body": text}}
+        if reply_to:
+            body["context"] = {"message_id": reply_to}
+        answer = await self._request("POST", f"{self.base}/{self.phone_number_id}/messages", json=body)
+        try:
+            return str(answer["messages"][0]["id"])
+        except (KeyError, IndexError, TypeError):
+            raise DeliveryError(f"send answer without a message id: {answer!r}", transient=False) from None
+
+    async def mark_read(self, external_id: str) -> None:
+        await self._request("POST", f"{self.base}/{self.phone_number_id}/messages",
+                            json={"messaging_product": "whatsapp", "status": "read",
+                                  "message_id": external_id})
+
+    async def fetch_media(self, attachment: Attachment) -> Media:
+        meta = await self._request("GET", f"{self.base}/{attachment.ref}")
+        url = meta.get("url")
+        if not url:
+            raise DeliveryError(f"media {attachment.ref}: no url in {meta!r}", transient=False)
+        assert self._session is not None
+        try:
+            async with self._session.get(url, headers=self._auth()) as resp:
+                if resp.status != 200:
+                    raise DeliveryError(f"media {attachment.ref}: download answered {resp.status}",
+                                        transient=resp.status >= 500 or resp.status in (404, 429))
+                data = await resp.read()
+        except aiohttp.ClientError as e:
+            raise DeliveryError(f"media {attachment.ref}: {e}", transient=True) from e
+        expected = meta.get("sha256") or attachment.sha256
+        if expected and len(expected) == 64 and hashlib.sha256(data).hexdigest() != expected:
+            raise DeliveryError(f"media {attachment.ref}: sha256 mismatch", transient=True)
+        return Media(data=data, mime_type=meta.get("mime_type") or attachment.mime_type,
+                     filename=attachment.filename)
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
+
+    async def _request(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
+        if self._session is None:
+            raise DeliveryError("whatsapp channel is not started", transient=True)
+        try:
+            async with self._session.request(method, url, headers=self._auth(), **kw) as resp:
+                text = await resp.text()
+                try:
+                    data = json.loads(text) if text else {}
+                except ValueError:
+                    data = {}
+                if resp.status < 300:
+                    return data
+                raise _graph_error(resp.status, data, resp.headers.get("Retry-After"))
+        except aiohttp.ClientError as e:
+            raise DeliveryError(f"whatsapp: {e.__class__.__name__}: {e}", transient=True) from e
+
+
+def _graph_error(status: int, data: dict[str, Any], retry_after: str | None) -> DeliveryError:
+    err = data.get("error") if isinstance(data, dict) else None
+    err = err if isinstance(err, dict) else {}
+    code = err.get("code")
+    message = err.get("message") or f"HTTP {status}"
+    details = (err.get("error_data") or {}).get("details")
+    text = f"whatsapp error {code}: {message}" + (f" ({details})" if details else "")
+    transient = status >= 500 or status == 429 or code in _RATE_LIMITED or code in _TEMPORARY
+    delay: float | None = None
+    if retry_after:
+        try:
+            delay = float(retry_after)
+        except ValueError:
+            delay = None
+    if delay is None and code in _RATE_LIMITED:
+        delay = 60.0
+    return DeliveryError(text, transient=transient, code=code, retry_after=delay)
+

@@ -1,0 +1,188 @@
+"""config.toml and the environment's secrets, read once at start into typed settings.
+
+Nothing else in the bridge reads the TOML file or the environment. A missing or bad key
+stops start-up with one line that names it (``ConfigError``).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ROLES = ("admin", "kasi", "kabid", "pimpinan")
+_USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
+_ROOM = re.compile(r"^[!#][^:\s]+:[A-Za-z0-9.\-]+(:\d+)?$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the operator in one line."""
+
+
+@dataclass(frozen=True)
+class MatrixSettings:
+    homeserver: str
+    user_id: str
+    device_name: str
+    password: str | None
+    access_token: str | None
+
+
+@dataclass(frozen=True)
+class RoomSettings:
+    by_role: dict[str, str]        # role -> room id (!...) or alias (#...)
+    create: bool
+
+
+@dataclass(frozen=True)
+class WhatsAppSettings:
+    enabled: bool
+    graph_url: str
+    api_version: str
+    phone_number_id: str
+    token: str
+    app_secret: str
+    verify_token: str
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class SopSettings:
+    profile: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    matrix: MatrixSettings
+    rooms: RoomSettings
+    staff: dict[str, tuple[str, ...]]
+    whatsapp: WhatsAppSettings
+    http: HttpSettings
+    database_path: Path
+    data_dir: Path
+    sop: SopSettings
+    log_format: str = "text"
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Read ``path`` and the secrets in ``env`` (default: os.environ)."""
+    path = Path(path)
+    env = os.environ if env is None else env
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    return from_dict(data, env, base_dir=path.resolve().parent)
+
+
+def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path) -> Settings:
+    r = _Reader(data, env)
+    enabled_wa = r.get("whatsapp", "enabled", bool, True)
+
+    matrix = MatrixSettings(
+        homeserver=r.url("matrix", "homeserver"),
+        user_id=r.match("matrix", "user_id", _USER_ID, "a Matrix user id like @bot:example.org"),
+        device_name=r.get("matrix", "device_name", str, "pengaduan-bridge"),
+        password=env.get("MATRIX_PASSWORD") or None,
+        access_token=env.get("MATRIX_ACCESS_TOKEN") or None,
+    )
+    if not (matrix.password or matrix.access_token):
+        raise ConfigError("environment: set MATRIX_PASSWORD or MATRIX_ACCESS_TOKEN for the bot account")
+
+    rooms = RoomSettings(
+        by_role={role: r.match("rooms", role, _ROOM, "a room id (!id:server) or alias (#name:server)")
+                 for role in ROLES},
+        create=r.get("rooms", "create", bool, False),
+    )
+    staff = {role: tuple(r.user_list("staff", role)) for role in ROLES}
+
+    whatsapp = WhatsAppSettings(
+        enabled=enabled_wa,
+        graph_url=r.url("whatsapp", "graph_url", "https://graph.facebook.com").rstrip("/"),
+        api_version=r.match("whatsapp", "api_version", re.compile(r"^v\d+\.\d+$"),
+                            "a Graph API version like v21.0", default="v21.0"),
+        phone_number_id=r.get("whatsapp", "phone_number_id", str) if enabled_wa else "",
+        token=r.secret("WHATSAPP_TOKEN", "whatsapp") if enabled_wa else "",
+        app_secret=r.secret("WHATSAPP_APP_SECRET", "whatsapp") if enabled_wa else "",
+        verify_token=r.secret("WHATSAPP_VERIFY_TOKEN", "whatsapp") if enabled_wa else "",
+    )
+    if enabled_wa and not whatsapp.phone_number_id.isdigit():
+        raise ConfigError("[whatsapp] phone_number_id: must be the digits of the phone number id from Meta")
+
+    port = r.get("http", "port", int, 8080)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"[http] port: {port} is not a TCP port")
+    http = HttpSettings(host=r.get("http", "host", str, "127.0.0.1"), port=port)
+
+    db = Path(r.get("database", "path", str, "data/pengaduan.db"))
+    if not db.is_absolute():
+        db = base_dir / db
+    profile = r.get("sop", "profile", str, "mojokerto")
+    log_format = r.get("logging", "format", str, "text")
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"[logging] format: must be \"text\" or \"json\", not {log_format!r}")
+    return Settings(matrix=matrix, rooms=rooms, staff=staff, whatsapp=whatsapp, http=http,
+                    database_path=db, data_dir=db.parent, sop=SopSettings(profile=profile),
+                    log_format=log_format, raw=data)
+
+
+class _Reader:
+    """Typed access to the TOML tables; every failure names its key."""
+
+    def __init__(self, data: dict[str, Any], env: Mapping[str, str]) -> None:
+        self.data = data
+        self.env = env
+
+    _MISSING = object()
+
+    def get(self, table: str, key: str, typ: type, default: Any = _MISSING) -> Any:
+        section = self.data.get(table, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{table}]: must be a table")
+        if key not in section:
+            if default is self._MISSING:
+                raise ConfigError(f"[{table}] {key}: missing")
+            return default
+        value = section[key]
+        # bool is an int in Python; keep them apart so port = true is refused.
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise ConfigError(f"[{table}] {key}: must be {typ.__name__}, not {value!r}")
+        if typ is str and not value.strip():
+            raise ConfigError(f"[{table}] {key}: must not be empty")
+        return value
+
+    def match(self, table: str, key: str, pattern: re.Pattern[str], what: str,
+              default: Any = _MISSING) -> str:
+        value = self.get(table, key, str, default)
+        if not pattern.match(value):
+            raise ConfigError(f"[{table}] {key}: {value!r} is not {what}")
+        return value
+
+    def url(self, table: str, key: str, default: Any = _MISSING) -> str:
+        value = self.get(table, key, str, default)
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ConfigError(f"[{table}] {key}: {value!r} is not an http(s) URL")
+        return value
+
+    def user_list(self, table: str, key: str) -> list[str]:
+        value = self.get(table, key, list, [])
+        for item in value:
+            if not isinstance(item, str) or not _USER_ID.match(item):
+                raise ConfigError(f"[{table}] {key}: {item!r} is not a Matrix user id like @name:example.org")
+        return value
+
+    def secret(self, name: str, table: str) -> str:
+        value = self.env.get(name, "")
+        if not value:
+            raise ConfigError(f"environment: {name} is not set (needed by [{table}])")
+        return value

@@ -1,0 +1,140 @@
+"""What each outbox kind does when it is delivered: Matrix posts and channel sends.
+
+These handlers join the two sides (MatrixBot, the channels) without either knowing the
+other. Each either succeeds and returns a ``finish`` that records what it did in the
+transaction that marks the row done, or raises DeliveryError.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from bridge import outbox as ob
+from bridge.channels.base import Attachment, Channel
+from bridge.clock import Clock
+from bridge.errors import DeliveryError
+from bridge.matrix import MatrixBot
+from bridge.outbox import Delivery, Dispatcher, Finish
+from bridge.store import Store, Tx
+
+log = logging.getLogger(__name__)
+
+_MSGTYPES = {"image": "m.image", "sticker": "m.image", "video": "m.video", "audio": "m.audio"}
+_EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "application/pdf": ".pdf",
+               "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "video/mp4": ".mp4"}
+
+
+def thread_relation(root: str) -> dict[str, Any]:
+    return {"rel_type": "m.thread", "event_id": root, "is_falling_back": True,
+            "m.in_reply_to": {"event_id": root}}
+
+
+class Effects:
+    def __init__(self, store: Store, matrix: MatrixBot, channels: dict[str, Channel], clock: Clock,
+                 media_dir: Path) -> None:
+        self.store = store
+        self.matrix = matrix
+        self.channels = channels
+        self.clock = clock
+        self.media_dir = media_dir
+
+    def register(self, dispatcher: Dispatcher) -> None:
+        dispatcher.register(ob.MATRIX_CARD, self.card)
+        dispatcher.register(ob.MATRIX_THREAD, self.thread)
+        dispatcher.register(ob.MATRIX_NOTICE, self.notice)
+        dispatcher.register(ob.MATRIX_ATTACHMENT, self.attachment)
+        dispatcher.register(ob.CHANNEL_TEXT, self.citizen_text)
+        dispatcher.register(ob.CHANNEL_READ, self.mark_read)
+
+    @staticmethod
+    def txn(d: Delivery) -> str:
+        return f"pengaduan-outbox-{d.id}"
+
+    # -- Matrix ----------------------------------------------------------------------
+    async def card(self, d: Delivery) -> Finish:
+        room = d.payload["room"]
+        event_id = await self.matrix.send(room, d.payload["content"], self.txn(d))
+        case_id = d.row["case_id"]
+
+        async def finish(tx: Tx) -> dict[str, Any]:
+            await tx.save_card(case_id, room, self.matrix.room_id(room), event_id, self.clock())
+            return {"event_id": event_id}
+        return finish
+
+    async def _in_thread(self, d: Delivery, content: dict[str, Any]) -> dict[str, Any]:
+        """The content placed in the thread of the case's card in that room."""
+        async with self.store.reading() as tx:
+            card = await tx.get_card(d.row["case_id"], d.payload["room"])
+        if card is None:
+            # The card itself could not be posted (a dead row): stay visible, unthreaded.
+            return content
+        return {**content, "m.relates_to": thread_relation(card["event_id"])}
+
+    async def thread(self, d: Delivery) -> Finish:
+        content = await self._in_thread(d, d.payload["content"])
+        event_id = await self.matrix.send(d.payload["room"], content, self.txn(d))
+        return _result(event_id=event_id)
+
+    async def notice(self, d: Delivery) -> Finish:
+        event_id = await self.matrix.send(d.payload["room"], d.payload["content"], self.txn(d))
+        return _result(event_id=event_id)
+
+    async def attachment(self, d: Delivery) -> Finish:
+        """Download from the channel, keep the file, upload to Matrix, post in the thread.
+
+        Each step saves its progress, so a retry after a failure redoes only what failed.
+        """
+        att = Attachment.from_dict(d.payload["attachment"])
+        if "path" not in d.progress:
+            media = await self._channel(d.payload["channel"]).fetch_media(att)
+            path = self.media_dir / d.payload["channel"] / hashlib.sha256(att.ref.encode()).hexdigest()[:32]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(media.data)
+            filename = att.filename or f"{att.kind}-{att.ref[-8:]}{_EXTENSIONS.get(media.mime_type, '')}"
+            await d.save_progress(path=str(path), size=len(media.data), mime_type=media.mime_type,
+                                  filename=filename)
+            log.info("media: %s of %d bytes downloaded", att.kind, len(media.data))
+        p = d.progress
+        if "mxc" not in p:
+            data = Path(p["path"]).read_bytes()
+            await d.save_progress(mxc=await self.matrix.upload(data, p["mime_type"], p["filename"]))
+        content: dict[str, Any] = {
+            "msgtype": _MSGTYPES.get(att.kind, "m.file"), "body": p["filename"], "filename": p["filename"],
+            "url": p["mxc"], "info": {"mimetype": p["mime_type"], "size": p["size"]}, "m.mentions": {},
+        }
+        if d.payload.get("caption"):
+            # A Matrix media caption: body is the caption when filename is set beside it.
+            content["body"] = d.payload["caption"]
+        content = await self._in_thread(d, content)
+        event_id = await self.matrix.send(d.payload["room"], content, self.txn(d))
+        return _result(event_id=event_id, mxc=p["mxc"])
+
+    # -- channels --------------------------------------------------------------------
+    def _channel(self, name: str) -> Channel:
+        try:
+            return self.channels[name]
+        except KeyError:
+            raise DeliveryError(f"channel {name} is not enabled", transient=False) from None
+
+    async def citizen_text(self, d: Delivery) -> Finish:
+        p = d.payload
+        external_id = await self._channel(p["channel"]).send_text(p["address"], p["text"],
+                                                                  reply_to=p.get("reply_to"))
+
+        async def finish(tx: Tx) -> dict[str, Any]:
+            await tx.record_delivery(p["channel"], external_id, outbox_id=d.id,
+                                     case_id=d.row["case_id"], at=self.clock())
+            return {"external_id": external_id}
+        return finish
+
+    async def mark_read(self, d: Delivery) -> None:
+        await self._channel(d.payload["channel"]).mark_read(d.payload["external_id"])
+        return None
+
+
+def _result(**values: Any) -> Finish:
+    async def finish(tx: Tx) -> dict[str, Any]:
+        return values
+    return finish

@@ -1,0 +1,115 @@
+"""From stored inbound messages to cases, one message at a time, in arrival order.
+
+``accept`` is the channels' sink: it stores what arrived (deduplicated) and returns, so
+the channel can answer 200. The worker then processes the stored rows in order; each
+row is handled in one transaction with everything it causes, so a crash at any point
+leaves it either untouched (and processed after the restart) or fully done.
+
+This is the simple intake: the first message opens a case. The complaint format and the
+guided questions come with the citizen conversation.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Sequence
+
+from bridge import messages as msgs
+from bridge.cases import Cases
+from bridge.channels import base as K
+from bridge.channels.base import InboundMessage, StatusUpdate
+from bridge.clock import Clock
+from bridge.outbox import Outbox
+from bridge.privacy import mask_phone
+from bridge.store import Store, Tx
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    def __init__(self, store: Store, cases: Cases, outbox: Outbox, clock: Clock) -> None:
+        self.store = store
+        self.cases = cases
+        self.outbox = outbox
+        self.clock = clock
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.received = 0
+
+    # -- the sink --------------------------------------------------------------------
+    async def accept(self, messages: Sequence[InboundMessage], statuses: Sequence[StatusUpdate]) -> None:
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            for m in messages:
+                if await tx.insert_inbound(m, now):
+                    self.received += 1
+                else:
+                    log.info("intake: %s %s seen before, ignored", m.channel, m.external_id[-12:])
+            for st in statuses:
+                moved = await tx.apply_status(st)
+                if moved and st.status == "failed":
+                    log.warning("intake: delivery %s failed: %s %s", st.external_id[-12:],
+                                st.error_code, st.error_title)
+        if messages:
+            self._wakeup.set()
+
+    # -- the worker ------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="intake")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            self._wakeup.clear()
+            try:
+                done = await self.run_once()
+            except Exception:
+                log.exception("intake: processing failed; retrying shortly")
+                done = 0
+                await asyncio.sleep(1)
+            if not done:
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), 30)
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> int:
+        async with self.store.reading() as tx:
+            pending = await tx.pending_inbound()
+        for inbound_id, msg in pending:
+            async with self.store.transaction() as tx:
+                await self._process(tx, inbound_id, msg)
+            self.outbox.wake()
+        return len(pending)
+
+    async def _process(self, tx: Tx, inbound_id: int, msg: InboundMessage) -> None:
+        if msg.kind == K.SYSTEM:
+            await tx.finish_inbound(inbound_id, case_id=None, state="ignored")
+            return
+        citizen_id = await tx.upsert_citizen(msg.channel, msg.address, name=msg.name,
+                                             user_id=msg.user_id, at=msg.at)
+        citizen = await tx.get_citizen(citizen_id)
+        assert citizen is not None
+        case = await tx.open_case_of(citizen_id)
+        if msg.kind in K.CASE_KINDS:
+            await self.outbox.mark_read(tx, msg.channel, msg.address, msg.external_id)
+            if case is None:
+                case = await self.cases.open(tx, citizen, msg)
+                log.info("intake: %s opened for %s", case["ticket"], mask_phone(msg.address))
+            else:
+                await self.cases.add_citizen_message(tx, case, citizen, msg)
+        elif case is not None:
+            # A reaction, an edit, a deleted or unsupported message: staff should see it.
+            await self.cases.add_citizen_message(tx, case, citizen, msg)
+        elif msg.kind == K.UNSUPPORTED:
+            await self.outbox.citizen_text(tx, None, msg.channel, msg.address, msgs.UNSUPPORTED_REPLY)
+        await tx.finish_inbound(inbound_id, case_id=case["id"] if case else None,
+                                state="done" if case else "ignored")

@@ -1,0 +1,208 @@
+"""The bot's Matrix side (matrix-nio): log in, the role rooms, sending, the sync loop.
+
+It knows rooms, events and media, and nothing of citizens' channels or of cases: the
+outbox handlers (bridge/effects.py) tell it what to post, and staff events reach the
+handlers registered with ``on_event``.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from typing import Any, Awaitable, Callable
+
+import nio
+
+from bridge.clock import Clock
+from bridge.config import ROLES, Settings
+from bridge.errors import DeliveryError
+from bridge.messages import ROLE_NAMES
+from bridge.store import Store
+
+log = logging.getLogger(__name__)
+
+# Errors a retry will not mend; anything else (rate limits, 5xx, timeouts) is transient.
+_PERMANENT = {"M_FORBIDDEN", "M_BAD_JSON", "M_NOT_JSON", "M_INVALID_PARAM", "M_TOO_LARGE",
+              "M_UNRECOGNIZED"}
+SYNC_TIMEOUT_MS = 30_000
+
+
+class MatrixStartupError(Exception):
+    """The bot cannot work with this homeserver or these rooms; one line for the operator."""
+
+
+EventHandler = Callable[[nio.MatrixRoom, Any], Awaitable[None]]
+
+
+class MatrixBot:
+    def __init__(self, settings: Settings, store: Store, clock: Clock) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        cfg = nio.AsyncClientConfig(store_sync_tokens=False, encryption_enabled=False,
+                                    max_limit_exceeded=2, max_timeouts=2, request_timeout=60)
+        self.client = nio.AsyncClient(settings.matrix.homeserver, settings.matrix.user_id, config=cfg)
+        self.rooms: dict[str, str] = {}          # room key ('admin', ...) -> room id
+        self.synced = asyncio.Event()
+        self.last_sync_ok = False
+        self._sync_task: asyncio.Task[None] | None = None
+
+    @property
+    def user_id(self) -> str:
+        return self.client.user_id
+
+    # -- start -----------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._login()
+        for role in ROLES:
+            self.rooms[role] = await self._open_room(role, self.settings.rooms.by_role[role])
+        async with self.store.transaction() as tx:
+            for role, room_id in self.rooms.items():
+                await tx.set_state(f"room:{role}", room_id)
+        self._sync_task = asyncio.create_task(self._sync_loop(), name="matrix-sync")
+
+    async def _login(self) -> None:
+        m = self.settings.matrix
+        async with self.store.reading() as tx:
+            saved_token = await tx.get_state("access_token")
+            saved_device = await tx.get_state("device_id")
+        token = m.access_token or saved_token
+        if token:
+            self.client.access_token = token
+            who = await self.client.whoami()
+            if isinstance(who, nio.WhoamiResponse):
+                if who.user_id != m.user_id:
+                    raise MatrixStartupError(f"[matrix] user_id: the access token belongs to {who.user_id}")
+                self.client.user_id = who.user_id
+                self.client.device_id = who.device_id
+                log.info("matrix: logged in as %s (device %s)", who.user_id, who.device_id)
+                return
+            if m.access_token:
+                raise MatrixStartupError(f"environment: MATRIX_ACCESS_TOKEN refused by the homeserver ({who})")
+        if not m.password:
+            raise MatrixStartupError("environment: MATRIX_PASSWORD is needed (no valid access token)")
+        # Reusing the device keeps transaction ids meaningful across restarts.
+        if saved_device:
+            self.client.device_id = saved_device
+        resp = await self.client.login(m.password, device_name=m.device_name)
+        if not isinstance(resp, nio.LoginResponse):
+            raise MatrixStartupError(f"[matrix] login of {m.user_id} at {m.homeserver} failed: {resp}")
+        async with self.store.transaction() as tx:
+            await tx.set_state("access_token", resp.access_token)
+            await tx.set_state("device_id", resp.device_id)
+        log.info("matrix: logged in as %s with a new session (device %s)", resp.user_id, resp.device_id)
+
+    async def _open_room(self, role: str, ref: str) -> str:
+        if ref.startswith("#"):
+            resolved = await self.client.room_resolve_alias(ref)
+            if isinstance(resolved, nio.RoomResolveAliasResponse):
+                room_id = resolved.room_id
+            elif self.settings.rooms.create:
+                room_id = await self._create_room(role, ref)
+            else:
+                raise MatrixStartupError(
+                    f"[rooms] {role}: alias {ref} does not exist (set [rooms] create = true to create it)")
+        else:
+            room_id = ref
+        joined = await self.client.join(room_id)
+        if not isinstance(joined, nio.JoinResponse):
+            raise MatrixStartupError(f"[rooms] {role}: the bot cannot join {ref}: {joined}")
+        enc = await self.client.room_get_state_event(room_id, "m.room.encryption")
+        if isinstance(enc, nio.RoomGetStateEventResponse) and enc.content:
+            raise MatrixStartupError(
+                f"[rooms] {role}: {ref} is encrypted; the bot reads only unencrypted rooms")
+        log.info("matrix: room %s is %s", role, room_id)
+        return room_id
+
+    async def _create_room(self, role: str, alias: str) -> str:
+        localpart, _, server = alias[1:].partition(":")
+        if server != self.client.user_id.partition(":")[2]:
+            raise MatrixStartupError(f"[rooms] {role}: cannot create {alias} on another server")
+        resp = await self.client.room_create(
+            alias=localpart, name=f"Pengaduan · {ROLE_NAMES[role]}",
+            topic="Kasus pengaduan masyarakat (dikelola bot pengaduan)",
+            preset=nio.RoomPreset.private_chat, invite=list(self.settings.staff[role]))
+        if not isinstance(resp, nio.RoomCreateResponse):
+            raise MatrixStartupError(f"[rooms] {role}: creating {alias} failed: {resp}")
+        log.info("matrix: created %s for %s", alias, role)
+        return resp.room_id
+
+    # -- sync ------------------------------------------------------------------------
+    def on_event(self, event_type: type, handler: EventHandler) -> None:
+        """Call ``handler(room, event)`` for each new event of that type from others."""
+        async def call(room: nio.MatrixRoom, event: Any) -> None:
+            if getattr(event, "sender", None) == self.client.user_id:
+                return
+            try:
+                await handler(room, event)
+            except Exception:
+                log.exception("matrix: handler for %s failed", getattr(event, "event_id", "?"))
+        self.client.add_event_callback(call, event_type)
+
+    async def _sync_loop(self) -> None:
+        async with self.store.reading() as tx:
+            since = await tx.get_state("sync_token")
+        delay = 1.0
+        while True:
+            try:
+                resp = await self.client.sync(timeout=SYNC_TIMEOUT_MS, since=since,
+                                              sync_filter={"room": {"timeline": {"limit": 50}}})
+            except Exception as e:  # network trouble: retry with backoff
+                resp = e
+            if isinstance(resp, nio.SyncResponse):
+                since = resp.next_batch
+                async with self.store.transaction() as tx:
+                    await tx.set_state("sync_token", since)
+                self.last_sync_ok = True
+                self.synced.set()
+                delay = 1.0
+                continue
+            self.last_sync_ok = False
+            log.warning("matrix: sync failed, retry in %.0fs: %s", delay, resp)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+    # -- sending ---------------------------------------------------------------------
+    def room_id(self, room_key: str) -> str:
+        try:
+            return self.rooms[room_key]
+        except KeyError:
+            raise DeliveryError(f"no room for {room_key!r}", transient=False) from None
+
+    async def send(self, room_key: str, content: dict[str, Any], txn_id: str,
+                   event_type: str = "m.room.message") -> str:
+        """Send an event; the same ``txn_id`` again returns the first event, not a copy."""
+        try:
+            resp = await self.client.room_send(self.room_id(room_key), event_type, content, tx_id=txn_id)
+        except (asyncio.TimeoutError, OSError) as e:
+            raise DeliveryError(f"matrix: {e.__class__.__name__}: {e}", transient=True) from e
+        if isinstance(resp, nio.RoomSendResponse):
+            return resp.event_id
+        raise _error("send", resp)
+
+    async def upload(self, data: bytes, mime_type: str, filename: str) -> str:
+        try:
+            resp, _ = await self.client.upload(io.BytesIO(data), content_type=mime_type,
+                                               filename=filename, filesize=len(data))
+        except (asyncio.TimeoutError, OSError) as e:
+            raise DeliveryError(f"matrix upload: {e}", transient=True) from e
+        if isinstance(resp, nio.UploadResponse):
+            return resp.content_uri
+        raise _error("upload", resp)
+
+    async def stop(self) -> None:
+        if self._sync_task:
+            self._sync_task.cancel()
+            try:
+                await self._sync_task
+            except asyncio.CancelledError:
+                pass
+            self._sync_task = None
+        await self.client.close()
+
+
+def _error(what: str, resp: Any) -> DeliveryError:
+    code = getattr(resp, "status_code", None)
+    retry = getattr(resp, "retry_after_ms", None)
+    return DeliveryError(f"matrix {what}: {resp}", transient=code not in _PERMANENT,
+                         retry_after=retry / 1000 if retry else None)

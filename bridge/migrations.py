@@ -1,0 +1,159 @@
+"""Numbered schema upgrades, run at start (PRAGMA user_version holds the version).
+
+One function per version, registered with ``@upgrade(n)``; never edit one that has been
+released: add the next number instead.
+"""
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+import aiosqlite
+
+Upgrade = Callable[[aiosqlite.Connection], Awaitable[None]]
+UPGRADES: dict[int, Upgrade] = {}
+
+
+def upgrade(version: int) -> Callable[[Upgrade], Upgrade]:
+    def register(fn: Upgrade) -> Upgrade:
+        if version in UPGRADES:
+            raise RuntimeError(f"schema version {version} registered twice")
+        UPGRADES[version] = fn
+        return fn
+    return register
+
+
+@upgrade(1)
+async def initial_schema(db: aiosqlite.Connection) -> None:
+    await db.executescript("""
+    CREATE TABLE citizens (
+        id              INTEGER PRIMARY KEY,
+        channel         TEXT NOT NULL,
+        address         TEXT NOT NULL,          -- wa_id digits, Telegram chat id
+        name            TEXT,
+        user_id         TEXT,                   -- WhatsApp business-scoped user id
+        created_at      TEXT NOT NULL,
+        last_inbound_at TEXT,
+        UNIQUE (channel, address)
+    );
+
+    -- Every message a channel delivered, stored before the channel got its 200.
+    CREATE TABLE inbound (
+        id           INTEGER PRIMARY KEY,
+        channel      TEXT NOT NULL,
+        external_id  TEXT NOT NULL,
+        address      TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        sent_at      TEXT NOT NULL,             -- the citizen's time
+        received_at  TEXT NOT NULL,             -- ours
+        message      TEXT NOT NULL,             -- normalized InboundMessage, JSON
+        state        TEXT NOT NULL DEFAULT 'new' CHECK (state IN ('new', 'done', 'ignored')),
+        case_id      INTEGER REFERENCES cases(id),
+        UNIQUE (channel, external_id)
+    );
+    CREATE INDEX inbound_new ON inbound (id) WHERE state = 'new';
+    CREATE INDEX inbound_case ON inbound (case_id, id);
+
+    CREATE TABLE cases (
+        id              INTEGER PRIMARY KEY,
+        ticket          TEXT NOT NULL UNIQUE,
+        citizen_id      INTEGER NOT NULL REFERENCES citizens(id),
+        channel         TEXT NOT NULL,
+        category        TEXT,
+        summary         TEXT NOT NULL DEFAULT '',
+        state           TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'waiting', 'closed')),
+        step            TEXT NOT NULL,
+        holder_role     TEXT NOT NULL,
+        assignee        TEXT,
+        answer_draft    TEXT,
+        approved_by     TEXT,
+        approved_at     TEXT,
+        agenda_number   TEXT,
+        outcome         TEXT,
+        opened_at       TEXT NOT NULL,
+        step_entered_at TEXT NOT NULL,
+        due_at          TEXT,
+        step_due_at     TEXT,
+        closed_at       TEXT,
+        linked_case_id  INTEGER REFERENCES cases(id)
+    );
+    -- At most one case in progress per citizen: the database says so, not our memory.
+    CREATE UNIQUE INDEX cases_one_open ON cases (citizen_id) WHERE state != 'closed';
+    CREATE INDEX cases_step_due ON cases (step_due_at) WHERE state = 'open';
+
+    -- Append-only audit trail: the office's evidence.
+    CREATE TABLE case_events (
+        id         INTEGER PRIMARY KEY,
+        case_id    INTEGER NOT NULL REFERENCES cases(id),
+        at         TEXT NOT NULL,
+        actor      TEXT NOT NULL,               -- Matrix user id, 'citizen' or 'bot'
+        role       TEXT,
+        kind       TEXT NOT NULL,
+        from_step  TEXT,
+        to_step    TEXT,
+        note       TEXT,
+        data       TEXT                         -- JSON
+    );
+    CREATE INDEX case_events_case ON case_events (case_id, id);
+    CREATE TRIGGER case_events_no_update BEFORE UPDATE ON case_events
+        BEGIN SELECT RAISE(ABORT, 'case_events is append-only'); END;
+    CREATE TRIGGER case_events_no_delete BEFORE DELETE ON case_events
+        BEGIN SELECT RAISE(ABORT, 'case_events is append-only'); END;
+
+    CREATE TABLE sequences (
+        name   TEXT PRIMARY KEY,                -- e.g. 'ticket/2026'
+        value  INTEGER NOT NULL
+    );
+
+    -- Every outbound effect, written in the transaction that causes it.
+    CREATE TABLE outbox (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        target      TEXT NOT NULL,              -- rows of one target are delivered in order
+        payload     TEXT NOT NULL,              -- JSON
+        case_id     INTEGER REFERENCES cases(id),
+        state       TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'dead')),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_try_at TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        done_at     TEXT,
+        last_error  TEXT,
+        progress    TEXT,                       -- JSON: what a multi-step delivery already did
+        result      TEXT                        -- JSON
+    );
+    CREATE INDEX outbox_pending ON outbox (target, id) WHERE state = 'pending';
+    CREATE INDEX outbox_due ON outbox (next_try_at) WHERE state = 'pending';
+
+    -- Our messages to citizens and their delivery state (only moves forward).
+    CREATE TABLE deliveries (
+        channel      TEXT NOT NULL,
+        external_id  TEXT NOT NULL,
+        outbox_id    INTEGER REFERENCES outbox(id),
+        case_id      INTEGER REFERENCES cases(id),
+        status       TEXT NOT NULL,
+        updated_at   TEXT NOT NULL,
+        error_code   INTEGER,
+        error_title  TEXT,
+        PRIMARY KEY (channel, external_id)
+    );
+
+    -- The case cards in Matrix: one per case and room it has been in.
+    CREATE TABLE cards (
+        case_id   INTEGER NOT NULL REFERENCES cases(id),
+        room_key  TEXT NOT NULL,                -- 'admin', 'kasi', ... (or a unit's room)
+        room_id   TEXT NOT NULL,
+        event_id  TEXT NOT NULL UNIQUE,
+        posted_at TEXT NOT NULL,
+        PRIMARY KEY (case_id, room_key)
+    );
+
+    CREATE TABLE matrix_state (
+        key    TEXT PRIMARY KEY,                -- sync token, access token, room ids
+        value  TEXT NOT NULL
+    );
+
+    -- Matrix events already acted on, so a replayed sync acts on none twice.
+    CREATE TABLE handled_events (
+        event_id  TEXT PRIMARY KEY,
+        at        TEXT NOT NULL
+    );
+    """)

@@ -1,0 +1,213 @@
+"""Delivery of every outbound effect: rows written with the state change, sent later.
+
+A state change and the effects it causes (a card in Matrix, a reply to the citizen)
+commit in one transaction; the ``Dispatcher`` then delivers the rows, in order per
+target, retrying transient failures with backoff. A row is marked done only after its
+delivery succeeded, so a crash means "sent again", never "lost"; Matrix sends reuse the
+row id as transaction id so that the homeserver drops the repeat.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Awaitable, Callable
+
+from bridge.channels.base import Attachment
+from bridge.clock import Clock, parse_ts
+from bridge.errors import DeliveryError
+from bridge.store import Row, Store, Tx
+
+log = logging.getLogger(__name__)
+
+# The kinds of effect. Their handlers live in bridge/effects.py.
+MATRIX_CARD = "matrix.card"              # a case card in a room
+MATRIX_THREAD = "matrix.thread"          # a message in a card's thread
+MATRIX_ATTACHMENT = "matrix.attachment"  # a citizen's file, into a card's thread
+MATRIX_NOTICE = "matrix.notice"          # a message in a room, outside any thread
+CHANNEL_TEXT = "channel.text"            # a text to a citizen
+CHANNEL_READ = "channel.read"            # mark a citizen's message read
+
+MAX_ATTEMPTS = 12
+MAX_BACKOFF = 600.0
+
+
+def matrix_target(case_id: int | None, room_key: str) -> str:
+    # A case's Matrix effects share one target so its thread reads in order.
+    return f"matrix:case:{case_id}" if case_id is not None else f"matrix:room:{room_key}"
+
+
+def channel_target(channel: str, address: str) -> str:
+    return f"{channel}:{address}"
+
+
+class Outbox:
+    """Writes effect rows inside the caller's transaction, and wakes the dispatcher."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    async def _put(self, tx: Tx, kind: str, target: str, payload: dict[str, Any],
+                   case_id: int | None) -> int:
+        # The caller calls wake() after its transaction commits.
+        return await tx.enqueue(kind, target, payload, at=self.clock(), case_id=case_id)
+
+    async def card(self, tx: Tx, case_id: int, room_key: str, content: dict[str, Any]) -> int:
+        return await self._put(tx, MATRIX_CARD, matrix_target(case_id, room_key),
+                               {"room": room_key, "content": content}, case_id)
+
+    async def thread(self, tx: Tx, case_id: int, room_key: str, content: dict[str, Any]) -> int:
+        return await self._put(tx, MATRIX_THREAD, matrix_target(case_id, room_key),
+                               {"room": room_key, "content": content}, case_id)
+
+    async def attachment(self, tx: Tx, case_id: int, room_key: str, channel: str,
+                         attachment: Attachment, caption: str = "") -> int:
+        return await self._put(tx, MATRIX_ATTACHMENT, matrix_target(case_id, room_key),
+                               {"room": room_key, "channel": channel,
+                                "attachment": attachment.to_dict(), "caption": caption}, case_id)
+
+    async def notice(self, tx: Tx, room_key: str, content: dict[str, Any]) -> int:
+        return await self._put(tx, MATRIX_NOTICE, matrix_target(None, room_key),
+                               {"room": room_key, "content": content}, None)
+
+    async def citizen_text(self, tx: Tx, case_id: int | None, channel: str, address: str,
+                           text: str, *, reply_to: str | None = None) -> int:
+        return await self._put(tx, CHANNEL_TEXT, channel_target(channel, address),
+                               {"channel": channel, "address": address, "text": text,
+                                "reply_to": reply_to}, case_id)
+
+    async def mark_read(self, tx: Tx, channel: str, address: str, external_id: str) -> int:
+        return await self._put(tx, CHANNEL_READ, channel_target(channel, address),
+                               {"channel": channel, "external_id": external_id}, None)
+
+
+@dataclass
+class Delivery:
+    """What a handler gets: the row, and a way to save progress of a multi-step send."""
+
+    row: Row
+    store: Store
+
+    @property
+    def id(self) -> int:
+        return self.row["id"]
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.row["payload"]
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        return self.row["progress"]
+
+    async def save_progress(self, **values: Any) -> None:
+        self.row["progress"].update(values)
+        async with self.store.transaction() as tx:
+            await tx.outbox_progress(self.id, self.row["progress"])
+
+
+# A handler delivers one row; it may return a result, and finish inside ``tx`` (the
+# transaction that marks the row done) whatever bookkeeping the delivery implies.
+Handler = Callable[[Delivery], Awaitable["Finish | None"]]
+Finish = Callable[[Tx], Awaitable[dict[str, Any] | None]]
+
+
+class Dispatcher:
+    def __init__(self, store: Store, outbox: Outbox, clock: Clock, *, batch: int = 32,
+                 on_dead: Callable[[Row, str], Awaitable[None]] | None = None) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.clock = clock
+        self.batch = batch
+        self.on_dead = on_dead
+        self.handlers: dict[str, Handler] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.delivered = 0
+        self.failures = 0
+
+    def register(self, kind: str, handler: Handler) -> None:
+        self.handlers[kind] = handler
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-dispatcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            self.outbox.wakeup.clear()
+            try:
+                delivered = await self.run_once()
+            except Exception:
+                log.exception("outbox: dispatch round failed")
+                delivered = 0
+            if delivered:
+                continue
+            await self._sleep_until_due()
+
+    async def _sleep_until_due(self) -> None:
+        async with self.store.reading() as tx:
+            next_due = await tx.next_outbox_due()
+        timeout = 30.0
+        if next_due:
+            timeout = min(timeout, max(0.05, (parse_ts(next_due) - self.clock()).total_seconds()))
+        try:
+            await asyncio.wait_for(self.outbox.wakeup.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def run_once(self) -> int:
+        """Deliver the due head row of every target once; returns how many were done."""
+        async with self.store.reading() as tx:
+            rows = await tx.due_outbox(self.clock(), self.batch)
+        results = await asyncio.gather(*(self._deliver(r) for r in rows))
+        return sum(results)
+
+    async def _deliver(self, row: Row) -> bool:
+        handler = self.handlers.get(row["kind"])
+        try:
+            if handler is None:
+                raise DeliveryError(f"no handler for {row['kind']}", transient=False)
+            finish = await handler(Delivery(row, self.store))
+        except DeliveryError as e:
+            await self._failed(row, e)
+            return False
+        except Exception as e:  # a bug in a handler must not stop every other delivery
+            log.exception("outbox: row %d (%s) raised", row["id"], row["kind"])
+            await self._failed(row, DeliveryError(f"{e.__class__.__name__}: {e}", transient=True))
+            return False
+        async with self.store.transaction() as tx:
+            result = await finish(tx) if finish else None
+            await tx.outbox_done(row["id"], at=self.clock(), result=result)
+        self.delivered += 1
+        return True
+
+    async def _failed(self, row: Row, e: DeliveryError) -> None:
+        self.failures += 1
+        attempts = row["attempts"] + 1
+        if e.transient and attempts < MAX_ATTEMPTS:
+            delay = e.retry_after if e.retry_after is not None else min(MAX_BACKOFF, 2.0 ** attempts)
+            log.warning("outbox: row %d (%s) attempt %d failed, retry in %.0fs: %s",
+                        row["id"], row["kind"], attempts, delay, e)
+            async with self.store.transaction() as tx:
+                await tx.outbox_retry(row["id"], next_try=self.clock() + timedelta(seconds=delay),
+                                      error=str(e))
+            return
+        log.error("outbox: row %d (%s) given up after %d attempts: %s",
+                  row["id"], row["kind"], attempts, e)
+        async with self.store.transaction() as tx:
+            await tx.outbox_dead(row["id"], at=self.clock(), error=str(e))
+        if self.on_dead:
+            await self.on_dead(row, str(e))

@@ -1,0 +1,334 @@
+"""SQLite storage through aiosqlite: the only module that speaks SQL.
+
+Two connections: one writer (every transaction, ``BEGIN IMMEDIATE`` under a lock, so
+there is one writer as SQLite wants) and one reader (WAL lets it read committed data
+while a write is under way). Callers use ``async with store.transaction() as tx`` or
+``async with store.reading() as tx`` and call the query methods of ``Tx``; nothing above
+this module knows which database it talks to.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aiosqlite
+
+from bridge.channels.base import STATUS_ORDER, InboundMessage, StatusUpdate
+from bridge.clock import ts
+from bridge.migrations import UPGRADES
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+
+class Store:
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str) -> "Store":
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await _connect(path)
+        await writer.execute("PRAGMA journal_mode = WAL")
+        await _migrate(writer)
+        reader = await _connect(path)
+        return cls(path, writer, reader)
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            await self._writer.close()
+        async with self._read_lock:
+            await self._reader.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator["Tx"]:
+        """One atomic unit of work; commits on success, rolls back on any exception."""
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(self._writer)
+            except BaseException:
+                await self._writer.rollback()
+                raise
+            else:
+                await self._writer.commit()
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator["Tx"]:
+        """A consistent read-only view of committed data."""
+        async with self._read_lock:
+            await self._reader.execute("BEGIN")
+            try:
+                yield Tx(self._reader)
+            finally:
+                await self._reader.rollback()
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    db = await aiosqlite.connect(path, isolation_level=None)
+    db.row_factory = aiosqlite.Row
+    await db.execute("PRAGMA foreign_keys = ON")
+    await db.execute("PRAGMA busy_timeout = 5000")
+    await db.execute("PRAGMA synchronous = NORMAL")
+    return db
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    async with db.execute("PRAGMA user_version") as cur:
+        (current,) = await cur.fetchone()
+    latest = max(UPGRADES)
+    if current > latest:
+        raise RuntimeError(f"database schema {current} is newer than this code knows ({latest})")
+    for version in range(current + 1, latest + 1):
+        log.info("database: upgrading schema to version %d", version)
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await UPGRADES[version](db)
+            await db.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            await db.rollback()
+            raise
+        await db.commit()
+
+
+def _row(r: aiosqlite.Row | None) -> Row | None:
+    return dict(r) if r is not None else None
+
+
+class Tx:
+    """The queries, run on the connection of one transaction (or read view)."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def _one(self, sql: str, *args: Any) -> Row | None:
+        async with self.db.execute(sql, args) as cur:
+            return _row(await cur.fetchone())
+
+    async def _all(self, sql: str, *args: Any) -> list[Row]:
+        async with self.db.execute(sql, args) as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def _insert(self, sql: str, *args: Any) -> int:
+        async with self.db.execute(sql, args) as cur:
+            return cur.lastrowid
+
+    # -- inbound ---------------------------------------------------------------------
+    async def insert_inbound(self, msg: InboundMessage, received_at: datetime) -> bool:
+        """Store one inbound message; False when (channel, external id) was seen before."""
+        async with self.db.execute(
+            "INSERT INTO inbound (channel, external_id, address, kind, sent_at, received_at, message)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel, external_id) DO NOTHING",
+            (msg.channel, msg.external_id, msg.address, msg.kind, ts(msg.at), ts(received_at),
+             json.dumps(msg.to_dict(), ensure_ascii=False)),
+        ) as cur:
+            return cur.rowcount == 1
+
+    async def pending_inbound(self, limit: int = 100) -> list[tuple[int, InboundMessage]]:
+        rows = await self._all(
+            "SELECT id, message FROM inbound WHERE state = 'new' ORDER BY id LIMIT ?", limit)
+        return [(r["id"], InboundMessage.from_dict(json.loads(r["message"]))) for r in rows]
+
+    async def finish_inbound(self, inbound_id: int, *, case_id: int | None, state: str = "done") -> None:
+        await self.db.execute("UPDATE inbound SET state = ?, case_id = ? WHERE id = ?",
+                              (state, case_id, inbound_id))
+
+    async def case_messages(self, case_id: int) -> list[tuple[int, InboundMessage]]:
+        rows = await self._all("SELECT id, message FROM inbound WHERE case_id = ? ORDER BY id", case_id)
+        return [(r["id"], InboundMessage.from_dict(json.loads(r["message"]))) for r in rows]
+
+    async def inbound_count(self) -> int:
+        row = await self._one("SELECT count(*) AS n FROM inbound")
+        return row["n"]
+
+    # -- citizens --------------------------------------------------------------------
+    async def upsert_citizen(self, channel: str, address: str, *, name: str | None,
+                             user_id: str | None, at: datetime) -> int:
+        row = await self._one(
+            "INSERT INTO citizens (channel, address, name, user_id, created_at, last_inbound_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (channel, address) DO UPDATE SET"
+            "   name = coalesce(excluded.name, name), user_id = coalesce(excluded.user_id, user_id),"
+            "   last_inbound_at = max(coalesce(last_inbound_at, ''), excluded.last_inbound_at)"
+            " RETURNING id",
+            channel, address, name, user_id, ts(at), ts(at))
+        return row["id"]
+
+    async def get_citizen(self, citizen_id: int) -> Row | None:
+        return await self._one("SELECT * FROM citizens WHERE id = ?", citizen_id)
+
+    # -- sequences -------------------------------------------------------------------
+    async def next_in_sequence(self, name: str) -> int:
+        """The next number of a gapless sequence; the transaction makes it unique."""
+        row = await self._one(
+            "INSERT INTO sequences (name, value) VALUES (?, 1)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value", name)
+        return row["value"]
+
+    # -- cases -----------------------------------------------------------------------
+    async def open_case_of(self, citizen_id: int) -> Row | None:
+        return await self._one("SELECT * FROM cases WHERE citizen_id = ? AND state != 'closed'", citizen_id)
+
+    async def create_case(self, *, ticket: str, citizen_id: int, channel: str, summary: str,
+                          step: str, holder_role: str, opened_at: datetime,
+                          due_at: datetime | None, step_due_at: datetime | None,
+                          category: str | None = None, linked_case_id: int | None = None) -> int:
+        return await self._insert(
+            "INSERT INTO cases (ticket, citizen_id, channel, category, summary, step, holder_role,"
+            " opened_at, step_entered_at, due_at, step_due_at, linked_case_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ticket, citizen_id, channel, category, summary, step, holder_role, ts(opened_at),
+            ts(opened_at), ts(due_at) if due_at else None, ts(step_due_at) if step_due_at else None,
+            linked_case_id)
+
+    async def get_case(self, case_id: int) -> Row | None:
+        return await self._one("SELECT * FROM cases WHERE id = ?", case_id)
+
+    async def get_case_by_ticket(self, ticket: str) -> Row | None:
+        return await self._one("SELECT * FROM cases WHERE ticket = ?", ticket)
+
+    async def add_event(self, case_id: int, *, at: datetime, actor: str, kind: str,
+                        role: str | None = None, from_step: str | None = None,
+                        to_step: str | None = None, note: str | None = None,
+                        data: dict[str, Any] | None = None) -> int:
+        return await self._insert(
+            "INSERT INTO case_events (case_id, at, actor, role, kind, from_step, to_step, note, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            case_id, ts(at), actor, role, kind, from_step, to_step, note,
+            json.dumps(data, ensure_ascii=False) if data else None)
+
+    async def case_events(self, case_id: int) -> list[Row]:
+        return await self._all("SELECT * FROM case_events WHERE case_id = ? ORDER BY id", case_id)
+
+    async def count_cases(self) -> int:
+        return (await self._one("SELECT count(*) AS n FROM cases"))["n"]
+
+    # -- outbox ----------------------------------------------------------------------
+    async def enqueue(self, kind: str, target: str, payload: dict[str, Any], *, at: datetime,
+                      case_id: int | None = None) -> int:
+        return await self._insert(
+            "INSERT INTO outbox (kind, target, payload, case_id, next_try_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            kind, target, json.dumps(payload, ensure_ascii=False), case_id, ts(at), ts(at))
+
+    async def due_outbox(self, now: datetime, limit: int) -> list[Row]:
+        """The oldest pending row of each target, where that row is due now."""
+        rows = await self._all(
+            "SELECT o.* FROM outbox o"
+            " WHERE o.state = 'pending' AND o.next_try_at <= ?"
+            "   AND o.id = (SELECT min(p.id) FROM outbox p WHERE p.state = 'pending' AND p.target = o.target)"
+            " ORDER BY o.id LIMIT ?", ts(now), limit)
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+            r["progress"] = json.loads(r["progress"]) if r["progress"] else {}
+        return rows
+
+    async def next_outbox_due(self) -> str | None:
+        row = await self._one("SELECT min(next_try_at) AS t FROM outbox WHERE state = 'pending'")
+        return row["t"]
+
+    async def outbox_done(self, row_id: int, *, at: datetime, result: dict[str, Any] | None) -> None:
+        await self.db.execute(
+            "UPDATE outbox SET state = 'done', done_at = ?, attempts = attempts + 1, result = ?"
+            " WHERE id = ? AND state = 'pending'",
+            (ts(at), json.dumps(result, ensure_ascii=False) if result else None, row_id))
+
+    async def outbox_retry(self, row_id: int, *, next_try: datetime, error: str) -> int:
+        row = await self._one(
+            "UPDATE outbox SET attempts = attempts + 1, next_try_at = ?, last_error = ?"
+            " WHERE id = ? AND state = 'pending' RETURNING attempts", ts(next_try), error, row_id)
+        return row["attempts"] if row else 0
+
+    async def outbox_dead(self, row_id: int, *, at: datetime, error: str) -> None:
+        await self.db.execute(
+            "UPDATE outbox SET state = 'dead', done_at = ?, attempts = attempts + 1, last_error = ?"
+            " WHERE id = ? AND state = 'pending'", (ts(at), error, row_id))
+
+    async def outbox_progress(self, row_id: int, progress: dict[str, Any]) -> None:
+        await self.db.execute("UPDATE outbox SET progress = ? WHERE id = ?",
+                              (json.dumps(progress, ensure_ascii=False), row_id))
+
+    async def outbox_rows(self, *, kind: str | None = None, state: str | None = None) -> list[Row]:
+        rows = await self._all(
+            "SELECT * FROM outbox WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR state = ?) ORDER BY id",
+            kind, kind, state, state)
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
+    async def outbox_backlog(self) -> dict[str, int]:
+        rows = await self._all("SELECT state, count(*) AS n FROM outbox"
+                               " WHERE state IN ('pending', 'dead') GROUP BY state")
+        counts = {"pending": 0, "dead": 0}
+        counts.update({r["state"]: r["n"] for r in rows})
+        return counts
+
+    # -- deliveries ------------------------------------------------------------------
+    async def record_delivery(self, channel: str, external_id: str, *, outbox_id: int,
+                              case_id: int | None, at: datetime) -> None:
+        await self.db.execute(
+            "INSERT INTO deliveries (channel, external_id, outbox_id, case_id, status, updated_at)"
+            " VALUES (?, ?, ?, ?, 'accepted', ?) ON CONFLICT DO NOTHING",
+            (channel, external_id, outbox_id, case_id, ts(at)))
+
+    async def apply_status(self, st: StatusUpdate) -> Row | None:
+        """Move a delivery forward to ``st.status``; returns the row when it moved.
+
+        Statuses arrive late and out of order: a 'sent' after its 'delivered' changes
+        nothing, and 'failed' always wins.
+        """
+        rank = STATUS_ORDER.get(st.status)
+        if rank is None:
+            return None
+        ranks = " ".join(f"WHEN '{s}' THEN {n}" for s, n in STATUS_ORDER.items())
+        return await self._one(
+            "UPDATE deliveries SET status = ?, updated_at = ?, error_code = ?, error_title = ?"
+            f" WHERE channel = ? AND external_id = ? AND (CASE status {ranks} ELSE 0 END) < ?"
+            " RETURNING *",
+            st.status, ts(st.at), st.error_code, st.error_title, st.channel, st.external_id, rank)
+
+    async def get_delivery(self, channel: str, external_id: str) -> Row | None:
+        return await self._one("SELECT * FROM deliveries WHERE channel = ? AND external_id = ?",
+                               channel, external_id)
+
+    # -- matrix ----------------------------------------------------------------------
+    async def save_card(self, case_id: int, room_key: str, room_id: str, event_id: str,
+                        at: datetime) -> None:
+        await self.db.execute(
+            "INSERT INTO cards (case_id, room_key, room_id, event_id, posted_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (case_id, room_key) DO UPDATE SET room_id = excluded.room_id,"
+            " event_id = excluded.event_id, posted_at = excluded.posted_at",
+            (case_id, room_key, room_id, event_id, ts(at)))
+
+    async def get_card(self, case_id: int, room_key: str) -> Row | None:
+        return await self._one("SELECT * FROM cards WHERE case_id = ? AND room_key = ?", case_id, room_key)
+
+    async def card_by_event(self, event_id: str) -> Row | None:
+        return await self._one("SELECT * FROM cards WHERE event_id = ?", event_id)
+
+    async def get_state(self, key: str) -> str | None:
+        row = await self._one("SELECT value FROM matrix_state WHERE key = ?", key)
+        return row["value"] if row else None
+
+    async def set_state(self, key: str, value: str) -> None:
+        await self.db.execute(
+            "INSERT INTO matrix_state (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    async def mark_handled(self, event_id: str, at: datetime) -> bool:
+        """Claim a Matrix event for handling; False when it was handled before."""
+        async with self.db.execute(
+            "INSERT INTO handled_events (event_id, at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (event_id, ts(at))) as cur:
+            return cur.rowcount == 1

@@ -1,0 +1,490 @@
+"""The fake Graph API must be strict and correct, or the bridge's tests prove nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.fakes.graph import FakeGraph
+
+WA_ID = "6281234567890"
+
+
+@pytest.fixture
+async def graph() -> AsyncIterator[FakeGraph]:
+    async with FakeGraph() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+def auth(graph: FakeGraph, token: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token or graph.token}"}
+
+
+def messages_url(graph: FakeGraph, *, version: str | None = None, number: str | None = None) -> str:
+    return f"{graph.url}/{version or graph.api_version}/{number or graph.phone_number_id}/messages"
+
+
+def text_body(to: str = WA_ID, body: str = "Pengaduan Anda sudah kami terima.") -> dict[str, Any]:
+    return {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": "text",
+        "text": {"preview_url": False, "body": body},
+    }
+
+
+async def post(
+    session: aiohttp.ClientSession,
+    graph: FakeGraph,
+    body: Any,
+    *,
+    headers: dict[str, str] | None = None,
+    url: str | None = None,
+) -> tuple[int, dict[str, Any]]:
+    async with session.post(url or messages_url(graph), json=body, headers=headers or auth(graph)) as resp:
+        return resp.status, await resp.json()
+
+
+def assert_graph_error(payload: dict[str, Any], code: int) -> dict[str, Any]:
+    error = payload["error"]
+    assert error["code"] == code
+    assert error["type"] == "OAuthException"
+    assert isinstance(error["message"], str) and error["message"]
+    assert error["error_data"]["messaging_product"] == "whatsapp"
+    assert isinstance(error["fbtrace_id"], str) and error["fbtrace_id"]
+    return error
+
+
+# --------------------------------------------------------------------------- sending
+
+
+async def test_valid_text_send_is_recorded_and_answered_with_an_id(graph, session):
+    status, payload = await post(session, graph, text_body())
+
+    assert status == 200
+    assert payload["messaging_product"] == "whatsapp"
+    assert payload["contacts"] == [{"input": WA_ID, "wa_id": WA_ID}]
+    wamid = payload["messages"][0]["id"]
+    assert wamid.startswith("wamid.")
+    assert graph.sent == [{"body": text_body(), "id": wamid}]
+    assert graph.texts_to(WA_ID) == ["Pengaduan Anda sudah kami terima."]
+    assert graph.texts_to("6289999999999") == []
+
+
+async def test_every_send_gets_a_unique_id(graph, session):
+    ids = set()
+    for _ in range(5):
+        _, payload = await post(session, graph, text_body())
+        ids.add(payload["messages"][0]["id"])
+    assert len(ids) == 5
+
+
+async def test_a_text_of_exactly_4096_characters_is_accepted(graph, session):
+    status, _ = await post(session, graph, text_body(body="x" * 4096))
+    assert status == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "test-token"}])
+async def test_a_missing_or_wrong_token_gets_401_with_code_190(graph, session, headers):
+    async with session.post(messages_url(graph), json=text_body(), headers=headers) as resp:
+        status, payload = resp.status, await resp.json()
+    assert status == 401
+    assert_graph_error(payload, 190)
+    assert graph.sent == []
+    assert graph.rejected[-1]["status"] == 401
+
+
+@pytest.mark.parametrize(
+    "url_parts", [{"number": "999999999999999"}, {"version": "v19.0"}], ids=["phone_number_id", "version"]
+)
+async def test_a_wrong_phone_number_id_or_version_gets_400(graph, session, url_parts):
+    status, payload = await post(session, graph, text_body(), url=messages_url(graph, **url_parts))
+    assert status == 400
+    assert_graph_error(payload, 100)
+    assert graph.sent == []
+
+
+def _without(body: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != key}
+
+
+@pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        (text_body(body="x" * 4097), "4096"),
+        (text_body(body=""), "text['body']"),
+        (text_body(to="+6281234567890"), "Param to"),
+        (text_body(to="081234567890"), "Param to"),
+        (text_body(to="62 812 3456 7890"), "Param to"),
+        (_without(text_body(), "messaging_product"), "messaging_product"),
+        ({**text_body(), "messaging_product": "sms"}, "messaging_product"),
+        ({**text_body(), "recipient_type": "group"}, "recipient_type"),
+        ({**text_body(), "type": "sticker"}, "Param type"),
+        (_without(text_body(), "text"), "The parameter text is required"),
+        ({**text_body(), "text": {"body": "hi", "preview_url": "no"}}, "preview_url"),
+        ({**text_body(), "text": "hi"}, "Param text"),
+        ({**text_body(), "txt": {"body": "hi"}}, "txt"),
+        ({**text_body(), "context": {"message_id": ""}}, "context['message_id']"),
+    ],
+    ids=[
+        "body-over-4096",
+        "empty-body",
+        "plus-in-to",
+        "local-number",
+        "spaces-in-to",
+        "no-messaging-product",
+        "wrong-messaging-product",
+        "group-recipient",
+        "unsupported-type",
+        "missing-type-object",
+        "preview-url-not-bool",
+        "text-not-object",
+        "unknown-key",
+        "empty-context-id",
+    ],
+)
+async def test_a_malformed_text_send_gets_400_code_100_naming_the_rule(graph, session, body, rule):
+    status, payload = await post(session, graph, body)
+    assert status == 400
+    error = assert_graph_error(payload, 100)
+    assert rule in error["message"]
+    assert rule in error["error_data"]["details"]
+    assert graph.sent == []
+    assert graph.rejected[-1]["body"] == body
+
+
+async def test_a_non_json_body_gets_400(graph, session):
+    async with session.post(messages_url(graph), data="to=62812", headers={**auth(graph), "Content-Type": "application/x-www-form-urlencoded"}) as resp:
+        assert resp.status == 400
+        assert_graph_error(await resp.json(), 100)
+
+
+def list_body(rows: int = 3, *, title: str = "Cek status", button: str = "Pilih layanan") -> dict[str, Any]:
+    return {
+        "messaging_product": "whatsapp",
+        "to": WA_ID,
+        "type": "interactive",
+        "interactive": {
+            "type": "list",
+            "body": {"text": "Layanan apa yang Anda perlukan?"},
+            "action": {
+                "button": button,
+                "sections": [
+                    {"title": "Layanan", "rows": [{"id": f"row-{i}", "title": title} for i in range(rows)]}
+                ],
+            },
+        },
+    }
+
+
+def buttons_body(titles: list[str]) -> dict[str, Any]:
+    return {
+        "messaging_product": "whatsapp",
+        "to": WA_ID,
+        "type": "interactive",
+        "interactive": {
+            "type": "button",
+            "body": {"text": "Apakah pengaduan Anda sudah selesai?"},
+            "action": {
+                "buttons": [{"type": "reply", "reply": {"id": f"b{i}", "title": t}} for i, t in enumerate(titles)]
+            },
+        },
+    }
+
+
+def template_body(param: str = "ADU-2026-000123") -> dict[str, Any]:
+    return {
+        "messaging_product": "whatsapp",
+        "to": WA_ID,
+        "type": "template",
+        "template": {
+            "name": "jawaban_pengaduan",
+            "language": {"code": "id"},
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": param}]}],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        list_body(10, title="x" * 24, button="y" * 20),
+        buttons_body(["Ya", "Tidak", "z" * 20]),
+        template_body(),
+        {**text_body(), "context": {"message_id": "wamid.abc"}},
+        {"messaging_product": "whatsapp", "to": WA_ID, "type": "image", "image": {"id": "123", "caption": "KTP"}},
+        {
+            "messaging_product": "whatsapp",
+            "to": WA_ID,
+            "type": "document",
+            "document": {"link": "https://example.org/a.pdf", "filename": "a.pdf"},
+        },
+    ],
+    ids=["list-at-limits", "three-buttons", "template", "reply-context", "image", "document"],
+)
+async def test_other_valid_message_types_are_accepted(graph, session, body):
+    status, payload = await post(session, graph, body)
+    assert status == 200, payload
+    assert graph.sent[-1]["body"] == body
+
+
+@pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        (list_body(11), "at most 10 rows"),
+        (list_body(title="x" * 25), "['title']"),
+        (list_body(button="y" * 21), "['button']"),
+        (buttons_body(["a", "b", "c", "d"]), "at most 3"),
+        (buttons_body(["x" * 21]), "['title']"),
+        (buttons_body(["Ya", "Ya"]), "unique"),
+        (template_body("baris satu\nbaris dua"), "new-line"),
+        ({**template_body(), "template": {"name": "jawaban_pengaduan"}}, "language"),
+        (
+            {"messaging_product": "whatsapp", "to": WA_ID, "type": "image", "image": {"caption": "tanpa id"}},
+            "exactly one of 'id' or 'link'",
+        ),
+    ],
+    ids=[
+        "eleven-rows",
+        "row-title-25",
+        "list-button-21",
+        "four-buttons",
+        "button-title-21",
+        "duplicate-buttons",
+        "template-param-newline",
+        "template-no-language",
+        "image-without-id",
+    ],
+)
+async def test_malformed_interactive_template_and_media_sends_get_400(graph, session, body, rule):
+    status, payload = await post(session, graph, body)
+    assert status == 400
+    assert rule in assert_graph_error(payload, 100)["message"]
+    assert graph.sent == []
+
+
+async def test_mark_read_answers_success_and_is_recorded(graph, session):
+    body = {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.HBgM"}
+    status, payload = await post(session, graph, body)
+    assert status == 200
+    assert payload == {"success": True}
+    assert graph.sent == [{"body": body, "id": None}]
+
+
+async def test_mark_read_needs_a_message_id(graph, session):
+    status, payload = await post(session, graph, {"messaging_product": "whatsapp", "status": "read"})
+    assert status == 400
+    assert "message_id" in assert_graph_error(payload, 100)["message"]
+
+
+# --------------------------------------------------------------------------- injected failures
+
+
+async def test_fail_next_gives_the_error_envelope_then_recovers(graph, session):
+    graph.fail_next(2, status=429, code=130429, message="Rate limit hit", retry_after=3)
+
+    for _ in range(2):
+        async with session.post(messages_url(graph), json=text_body(), headers=auth(graph)) as resp:
+            assert resp.status == 429
+            assert resp.headers["Retry-After"] == "3"
+            error = assert_graph_error(await resp.json(), 130429)
+            assert error["message"] == "Rate limit hit"
+    assert graph.sent == []
+
+    status, payload = await post(session, graph, text_body())
+    assert status == 200
+    assert graph.sent[0]["id"] == payload["messages"][0]["id"]
+
+
+async def test_fail_next_defaults_to_a_temporary_500_without_retry_after(graph, session):
+    graph.fail_next()
+    async with session.post(messages_url(graph), json=text_body(), headers=auth(graph)) as resp:
+        assert resp.status == 500
+        assert "Retry-After" not in resp.headers
+        assert assert_graph_error(await resp.json(), 131000)["message"] == "Something went wrong"
+
+
+async def test_a_malformed_body_does_not_consume_an_injected_failure(graph, session):
+    graph.fail_next()
+    status, _ = await post(session, graph, text_body(to="+62812"))
+    assert status == 400
+    status, _ = await post(session, graph, text_body())
+    assert status == 500
+
+
+async def test_fail_next_match_spares_other_sends(graph, session):
+    graph.fail_next(match=lambda body: body.get("type") == "text")
+    status, _ = await post(session, graph, {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.x"})
+    assert status == 200
+    status, _ = await post(session, graph, text_body())
+    assert status == 500
+
+
+# --------------------------------------------------------------------------- media
+
+
+async def test_two_step_media_download_returns_the_exact_bytes(graph, session):
+    data = bytes(range(256)) * 40
+    media_id = graph.add_media(data, "image/jpeg")
+
+    async with session.get(f"{graph.url}/{graph.api_version}/{media_id}", headers=auth(graph)) as resp:
+        assert resp.status == 200
+        info = await resp.json()
+    assert info["messaging_product"] == "whatsapp"
+    assert info["id"] == media_id
+    assert info["mime_type"] == "image/jpeg"
+    assert info["file_size"] == len(data)
+    assert info["sha256"] == hashlib.sha256(data).hexdigest()
+    assert info["url"].startswith(f"{graph.url}/media-bytes/{media_id}?token=")
+    assert graph.media_requests == [media_id]
+
+    async with session.get(info["url"]) as resp:  # no bearer
+        assert resp.status == 401
+    async with session.get(info["url"], headers=auth(graph, "wrong")) as resp:
+        assert resp.status == 401
+    assert graph.media_downloads == []
+
+    async with session.get(info["url"], headers=auth(graph)) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "image/jpeg"
+        assert await resp.read() == data
+    assert graph.media_downloads == [media_id]
+
+
+async def test_media_lookup_checks_bearer_and_id(graph, session):
+    media_id = graph.add_media(b"%PDF-1.7", "application/pdf", media_id="1234567890")
+    assert media_id == "1234567890"
+
+    async with session.get(f"{graph.url}/{graph.api_version}/{media_id}") as resp:
+        assert resp.status == 401
+        assert_graph_error(await resp.json(), 190)
+    async with session.get(f"{graph.url}/{graph.api_version}/404404404", headers=auth(graph)) as resp:
+        assert resp.status == 404
+        assert_graph_error(await resp.json(), 100)
+
+
+async def test_media_bytes_need_the_url_from_step_one(graph, session):
+    media_id = graph.add_media(b"abc", "image/png")
+    async with session.get(f"{graph.url}/media-bytes/{media_id}", headers=auth(graph)) as resp:
+        assert resp.status == 404
+
+
+# --------------------------------------------------------------------------- webhook side
+
+
+def test_sign_matches_an_independent_hmac():
+    graph = FakeGraph(app_secret="rahasia-aplikasi")
+    body = b'{"object":"whatsapp_business_account","entry":[]}'
+    expected = hmac.new(b"rahasia-aplikasi", body, hashlib.sha256).hexdigest()
+    assert graph.sign(body) == f"sha256={expected}"
+
+
+def test_text_notification_has_the_sample_shape():
+    graph = FakeGraph()
+    payload = graph.text(WA_ID, "KTP-el saya belum jadi", name="Siti Aminah", timestamp=1763795000)
+    assert payload["object"] == "whatsapp_business_account"
+    change = payload["entry"][0]["changes"][0]
+    assert change["field"] == "messages"
+    value = change["value"]
+    assert value["messaging_product"] == "whatsapp"
+    assert value["metadata"] == {"display_phone_number": "6281100000000", "phone_number_id": "106540352242922"}
+    assert value["contacts"] == [{"profile": {"name": "Siti Aminah"}, "wa_id": WA_ID}]
+    (message,) = value["messages"]
+    assert message["from"] == WA_ID and message["type"] == "text"
+    assert message["text"] == {"body": "KTP-el saya belum jadi"}
+    assert message["timestamp"] == "1763795000"
+    assert message["id"].startswith("wamid.")
+    assert "statuses" not in value
+    assert graph.text(WA_ID, "lagi")["entry"][0]["changes"][0]["value"]["messages"][0]["id"] != message["id"]
+
+
+def test_status_notification_shape():
+    graph = FakeGraph()
+    errors = [graph.status_error(131047, "Re-engagement message")]
+    payload = graph.status("wamid.abc", "failed", WA_ID, errors=errors)
+    (status,) = payload["entry"][0]["changes"][0]["value"]["statuses"]
+    assert status["id"] == "wamid.abc" and status["status"] == "failed" and status["recipient_id"] == WA_ID
+    assert status["timestamp"].isdigit()
+    assert status["errors"][0]["code"] == 131047
+    with pytest.raises(ValueError):
+        graph.status("wamid.abc", "deliverd", WA_ID)
+
+
+async def test_post_webhook_sends_raw_signed_bytes(graph):
+    received: list[tuple[bytes, str | None]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((await request.read(), request.headers.get("X-Hub-Signature-256")))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/webhook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
+    try:
+        media_id = graph.add_media(b"\xff\xd8jpeg", "image/jpeg")
+        payload = graph.image(WA_ID, media_id, caption="Foto KK / akta 😊")
+        assert await graph.post_webhook(url, payload) == (200, "ok")
+        assert await graph.post_webhook(url, payload, signature=None) == (200, "ok")
+        assert await graph.post_webhook(url, b"{}", signature="sha256=bad") == (200, "ok")
+    finally:
+        await runner.cleanup()
+
+    raw, sig = received[0]
+    assert sig == graph.sign(raw)
+    assert json.loads(raw) == payload
+    assert b"\\/" in raw and b"\\ud83d" in raw  # Meta-style escaping: verify on the raw bytes
+    assert received[1][1] is None
+    assert received[2] == (b"{}", "sha256=bad")
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+async def test_wait_for_sent_returns_a_message_sent_after_the_call_started(graph, session):
+    await post(session, graph, text_body(body="lama"))
+    waiter = asyncio.create_task(
+        graph.wait_for_sent(lambda r: r["body"]["text"]["body"] == "baru", timeout=5)
+    )
+    await asyncio.sleep(0)  # let the waiter start waiting
+    assert not waiter.done()
+
+    await post(session, graph, {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.x"})
+    _, payload = await post(session, graph, text_body(body="baru"))
+
+    record = await waiter
+    assert record["body"]["text"]["body"] == "baru"
+    assert record["id"] == payload["messages"][0]["id"]
+
+
+async def test_wait_for_sent_returns_an_earlier_match_at_once(graph, session):
+    await post(session, graph, text_body(body="sudah"))
+    record = await graph.wait_for_sent(lambda r: r["body"].get("to") == WA_ID, timeout=0.5)
+    assert record["body"]["text"]["body"] == "sudah"
+
+
+async def test_wait_for_sent_times_out_with_a_dump(graph, session):
+    await post(session, graph, text_body(body="yang terkirim"))
+    await post(session, graph, text_body(to="+62"))
+    with pytest.raises(TimeoutError) as excinfo:
+        await graph.wait_for_sent(lambda r: r["body"].get("to") == "6280000000000", timeout=0.2)
+    message = str(excinfo.value)
+    assert "yang terkirim" in message
+    assert "rejected (1)" in message
