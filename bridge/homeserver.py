@@ -548,10 +548,11 @@ def main(argv: list[str] | None = None) -> int:
             while hs.running:
                 time.sleep(1)
         except KeyboardInterrupt:
-            pass
+            return 0
+        print(f"Synapse exited on its own; see {hs.log_path}", file=sys.stderr)
+        return 1
     finally:
         hs.stop()
-    return 0
 
 
 if __name__ == "__main__":

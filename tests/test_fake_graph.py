@@ -169,7 +169,8 @@ async def test_a_malformed_text_send_gets_400_code_100_naming_the_rule(graph, se
 
 
 async def test_a_non_json_body_gets_400(graph, session):
-    async with session.post(messages_url(graph), data="to=62812", headers={**auth(graph), "Content-Type": "application/x-www-form-urlencoded"}) as resp:
+    headers = {**auth(graph), "Content-Type": "application/x-www-form-urlencoded"}
+    async with session.post(messages_url(graph), data="to=62812", headers=headers) as resp:
         assert resp.status == 400
         assert_graph_error(await resp.json(), 100)
 

@@ -72,8 +72,9 @@ class InboundMessage:
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
+        required = ("channel", "external_id", "address", "kind")
         d = {k: v for k, v in self.__dict__.items()
-             if k not in ("attachments", "at", "raw") and v not in (None, "", False)}
+             if k in required or (k not in ("attachments", "at", "raw") and v not in (None, "", False))}
         d["at"] = self.at.isoformat()
         d["attachments"] = [a.to_dict() for a in self.attachments]
         d["raw"] = self.raw

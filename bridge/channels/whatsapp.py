@@ -44,6 +44,8 @@ def normalize_msisdn(number: str, default_country: str = "62") -> str:
     '0812-3456-7890', '+62 812 3456 7890' and '6281234567890' are the same number.
     """
     digits = re.sub(r"\D", "", number)
+    if not digits:
+        return number.strip()       # not a phone number (a business-scoped user id): keep it
     if number.strip().startswith("+"):
         return digits
     if digits.startswith("0"):

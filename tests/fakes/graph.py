@@ -880,9 +880,15 @@ class FakeGraph:
     ) -> dict[str, Any]:
         """A notification carrying one text message from ``wa_id`` and its contact."""
         return self._incoming(
-            wa_id, "text", {"body": body},
-            name=name, msg_id=msg_id, timestamp=timestamp, reply_to=reply_to, user_id=user_id,
-        )  # fmt: skip
+            wa_id,
+            "text",
+            {"body": body},
+            name=name,
+            msg_id=msg_id,
+            timestamp=timestamp,
+            reply_to=reply_to,
+            user_id=user_id,
+        )
 
     def image(
         self,
@@ -903,9 +909,15 @@ class FakeGraph:
             content["caption"] = caption
         content |= {"mime_type": mime_type, "sha256": self._webhook_sha256(media_id), "id": media_id}
         return self._incoming(
-            wa_id, "image", content,
-            name=name, msg_id=msg_id, timestamp=timestamp, reply_to=reply_to, user_id=user_id,
-        )  # fmt: skip
+            wa_id,
+            "image",
+            content,
+            name=name,
+            msg_id=msg_id,
+            timestamp=timestamp,
+            reply_to=reply_to,
+            user_id=user_id,
+        )
 
     def document(
         self,
@@ -932,9 +944,15 @@ class FakeGraph:
             "id": media_id,
         }
         return self._incoming(
-            wa_id, "document", content,
-            name=name, msg_id=msg_id, timestamp=timestamp, reply_to=reply_to, user_id=user_id,
-        )  # fmt: skip
+            wa_id,
+            "document",
+            content,
+            name=name,
+            msg_id=msg_id,
+            timestamp=timestamp,
+            reply_to=reply_to,
+            user_id=user_id,
+        )
 
     def _webhook_sha256(self, media_id: str) -> str:
         # Webhooks carry the hash base64-encoded (see samples/whatsapp/message.json), while

@@ -1,0 +1,89 @@
+"""config.toml and environment validation: one clear line naming the key."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge.config import ConfigError, load
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {"MATRIX_PASSWORD": "pw", "WHATSAPP_TOKEN": "t", "WHATSAPP_APP_SECRET": "s",
+       "WHATSAPP_VERIFY_TOKEN": "v"}
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    s = load(ROOT / "config.toml", ENV)
+    assert s.rooms.by_role["admin"].startswith("#")
+    assert s.whatsapp.graph_url == "https://graph.facebook.com"
+    assert s.database_path.is_absolute()
+
+
+
+def _config(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
+    text = (ROOT / "config.toml").read_text()
+    if replace:
+        assert replace[0] in text
+        text = text.replace(*replace)
+    p = tmp_path / "config.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("replace,expected", [
+    (('user_id = "@pengaduan:localhost"', 'user_id = "pengaduan"'), "[matrix] user_id"),
+    (('homeserver = "http://127.0.0.1:8008"', 'homeserver = "localhost"'), "[matrix] homeserver"),
+    (('admin = "#pengaduan-admin:localhost"\n', ''), "[rooms] admin: missing"),
+    (('kasi = "#pengaduan-kasi:localhost"', 'kasi = "pengaduan-kasi"'), "[rooms] kasi"),
+    (('kabid = ["@kabid:localhost"]', 'kabid = ["kabid"]'), "[staff] kabid"),
+    (('port = 8080', 'port = "8080"'), "[http] port: must be int"),
+    (('port = 8080', 'port = 70000'), "[http] port"),
+    (('phone_number_id = "106540352242922"', 'phone_number_id = "abc"'), "[whatsapp] phone_number_id"),
+    (('api_version = "v21.0"', 'api_version = "21"'), "[whatsapp] api_version"),
+    (('create = true', 'create = "yes"'), "[rooms] create: must be bool"),
+    (('format = "text"', 'format = "xml"'), "[logging] format"),
+])
+def test_bad_keys_are_named(tmp_path: Path, replace: tuple[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load(_config(tmp_path, replace), ENV)
+    assert expected in str(e.value)
+
+
+@pytest.mark.parametrize("missing", ["WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"])
+def test_missing_secret_is_named(missing: str) -> None:
+    env = {k: v for k, v in ENV.items() if k != missing}
+    with pytest.raises(ConfigError, match=missing):
+        load(ROOT / "config.toml", env)
+
+
+def test_matrix_needs_a_password_or_token() -> None:
+    env = {k: v for k, v in ENV.items() if k != "MATRIX_PASSWORD"}
+    with pytest.raises(ConfigError, match="MATRIX_PASSWORD or MATRIX_ACCESS_TOKEN"):
+        load(ROOT / "config.toml", env)
+    assert load(ROOT / "config.toml", {**env, "MATRIX_ACCESS_TOKEN": "syt_x"}).matrix.access_token
+
+
+def test_whatsapp_disabled_needs_no_whatsapp_secrets(tmp_path: Path) -> None:
+    p = _config(tmp_path, ("enabled = true", "enabled = false"))
+    s = load(p, {"MATRIX_PASSWORD": "pw"})
+    assert not s.whatsapp.enabled
+
+
+def test_not_toml_and_not_found(tmp_path: Path) -> None:
+    bad = tmp_path / "c.toml"
+    bad.write_text("[matrix\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(bad, ENV)
+    with pytest.raises(ConfigError, match="file not found"):
+        load(tmp_path / "nope.toml", ENV)
+
+
+def test_bad_config_stops_startup_with_one_clear_line(tmp_path: Path) -> None:
+    p = _config(tmp_path, ('port = 8080', 'port = "eighty"'))
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--config", str(p)],
+                          capture_output=True, text=True, timeout=60, env={**ENV, "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["config error: [http] port: must be int, not 'eighty'"]
