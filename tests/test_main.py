@@ -1,0 +1,90 @@
+"""`python main.py --config config.toml` as an operator runs it: start, work, stop cleanly."""
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import BOT, PASSWORD, STAFF, StaffClient, new_prefix, user_id
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_config(path: Path, synapse, graph, prefix: str) -> None:
+    server = synapse.server_name
+    rooms = "\n".join(f'{r} = "#{prefix}-{r}:{server}"' for r in STAFF)
+    staff = "\n".join(f'{r} = ["{user_id(synapse, lp)}"]' for r, lp in STAFF.items())
+    path.write_text(f"""
+[matrix]
+homeserver = "{synapse.url}"
+user_id = "{user_id(synapse, BOT)}"
+[rooms]
+{rooms}
+create = true
+[staff]
+{staff}
+[whatsapp]
+graph_url = "{graph.url}"
+api_version = "{graph.api_version}"
+phone_number_id = "{graph.phone_number_id}"
+[http]
+host = "127.0.0.1"
+port = 0
+[database]
+path = "data/bridge.db"
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_runs_until_a_signal_then_stops_cleanly(synapse_users, graph, tmp_path, sig) -> None:
+    prefix = new_prefix()
+    config = tmp_path / "config.toml"
+    write_config(config, synapse_users, graph, prefix)
+    env = {"PATH": "/usr/bin:/bin", "MATRIX_PASSWORD": PASSWORD, "WHATSAPP_TOKEN": graph.token,
+           "WHATSAPP_APP_SECRET": graph.app_secret, "WHATSAPP_VERIFY_TOKEN": "v"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "main.py"), "--config", str(config), cwd=tmp_path, env=env,
+        stderr=asyncio.subprocess.PIPE)
+    log: list[str] = []
+    try:
+        port = await asyncio.wait_for(_listening_port(proc, log), 60)
+        admin = StaffClient(synapse_users, STAFF["admin"])
+        await admin.start()
+        try:
+            room_id = (await admin.client.room_resolve_alias(f"#{prefix}-admin:{synapse_users.server_name}")).room_id
+            await admin.join(room_id)
+            status, _ = await graph.post_webhook(f"http://127.0.0.1:{port}/webhooks/whatsapp",
+                                                 graph.text("6281299990000", "Aduan lewat proses nyata"))
+            assert status == 200
+            await admin.wait_for(lambda s: "Aduan lewat proses nyata" in getattr(s.event, "body", ""))
+        finally:
+            await admin.stop()
+        proc.send_signal(sig)
+        rest = await asyncio.wait_for(proc.stderr.read(), 30)
+        log.extend(rest.decode().splitlines())
+        assert await proc.wait() == 0, "\n".join(log)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = "\n".join(log)
+    assert "bridge: stopped" in text
+    for bad in ("Traceback", "Task was destroyed", "Unclosed", "Exception ignored"):
+        assert bad not in text, text
+    assert (tmp_path / "data" / "bridge.db").exists()          # folder created, path relative to config
+    assert "6281299990000" not in text                           # phone numbers masked in logs
+
+
+async def _listening_port(proc: asyncio.subprocess.Process, log: list[str]) -> int:
+    while True:
+        line = (await proc.stderr.readline()).decode()
+        if not line:
+            raise AssertionError("bridge exited before listening:\n" + "\n".join(log))
+        log.append(line.rstrip())
+        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+        if m:
+            return int(m.group(1))
