@@ -5,6 +5,7 @@ side, a staff member's Matrix client on the other.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -229,3 +230,35 @@ async def test_healthz_reports_matrix_channels_and_outbox(env: Env) -> None:
             body = await resp.json()
     assert body["ok"] is True and body["matrix"]["synced"] is True
     assert body["channels"]["whatsapp"]["ok"] is True and body["outbox"] == {"pending": 0, "dead": 0}
+
+
+async def test_an_album_sent_at_once_lands_in_one_case(env: Env) -> None:
+    """WhatsApp posts each photo of an album as its own webhook, all at once."""
+    media = [env.graph.add_media(PNG, "image/png") for _ in range(4)]
+    payloads = [env.graph.image(CITIZEN, m, caption="Foto KTP" if i == 0 else None, mime_type="image/png")
+                for i, m in enumerate(media)]
+    statuses = await asyncio.gather(*(env.send(p) for p in payloads))
+    assert [s for s, _ in statuses] == [200] * 4
+    card = await env.admin.wait_for(card_in(env.bridge.matrix.rooms["admin"]))
+    await settled(env)
+    images = [e for e in env.admin.messages(env.bridge.matrix.rooms["admin"])
+              if isinstance(e, nio.RoomMessageImage) and in_thread_of(card.event.event_id)(e)]
+    assert len(images) == 4
+    async with env.bridge.store.reading() as tx:
+        assert await tx.count_cases() == 1
+    assert len(texts_to_citizen(env)) == 1
+
+
+async def test_a_permanent_send_failure_is_shown_to_the_admin_room(env: Env) -> None:
+    env.graph.fail_next(1, status=400, code=131026, message="Message undeliverable",
+                        match=lambda b: b.get("type") == "text")
+    await env.send(env.graph.text(CITIZEN, "Nomor saya tidak bisa dibalas"))
+    admin_room = env.bridge.matrix.rooms["admin"]
+    card = await env.admin.wait_for(card_in(admin_room))
+    notice = await env.admin.wait_for(
+        lambda s: s.room_id == admin_room and "Gagal mengirim" in getattr(s.event, "body", ""),
+        what="the failure notice")
+    assert ticket_of(card) in notice.event.body and "131026" in notice.event.body
+    async with env.bridge.store.reading() as tx:
+        (dead,) = await tx.outbox_rows(state="dead")
+    assert dead["kind"] == "channel.text"
