@@ -15,7 +15,6 @@ from bridge.app import Bridge
 from bridge.config import ConfigError, Settings, load
 from bridge.matrix import MatrixStartupError
 from bridge.privacy import MaskingFilter
-from bridge.workflow import ProfileError
 
 log = logging.getLogger("bridge")
 
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(settings.log_format)
         if args.command == "run":
             asyncio.run(run(settings))
-    except (ConfigError, ProfileError) as e:
+    except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     except MatrixStartupError as e:

@@ -21,7 +21,6 @@ from bridge.matrix import MatrixBot
 from bridge.outbox import MATRIX_NOTICE, Dispatcher, Outbox
 from bridge.store import Row, Store
 from bridge.web import HttpServer, make_app
-from bridge.workflow import load_profile
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ class Bridge:
     def __init__(self, settings: Settings, *, clock: Clock = system_clock) -> None:
         self.settings = settings
         self.clock = clock
-        self.profile = load_profile(settings.sop.profile)
+        self.profile = settings.sop
         self.channels: dict[str, Channel] = {}
         if settings.whatsapp.enabled:
             self.channels["whatsapp"] = WhatsAppChannel.from_settings(settings.whatsapp)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from bridge.workflow import Profile, ProfileError, load_profile
+
 ROLES = ("admin", "kasi", "kabid", "pimpinan")
 _USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
 _ROOM = re.compile(r"^[!#][^:\s]+:[A-Za-z0-9.\-]+(:\d+)?$")
@@ -54,11 +56,6 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
-class SopSettings:
-    profile: str
-
-
-@dataclass(frozen=True)
 class Settings:
     matrix: MatrixSettings
     rooms: RoomSettings
@@ -67,7 +64,7 @@ class Settings:
     http: HttpSettings
     database_path: Path
     data_dir: Path
-    sop: SopSettings
+    sop: Profile
     log_format: str = "text"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -127,12 +124,18 @@ def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path) -
     db = Path(r.get("database", "path", str, "data/pengaduan.db"))
     if not db.is_absolute():
         db = base_dir / db
-    profile = r.get("sop", "profile", str, "mojokerto")
+    sop = data.get("sop", {})
+    if not isinstance(sop, dict):
+        raise ConfigError("[sop]: must be a table")
+    try:
+        profile = load_profile(sop)
+    except ProfileError as e:
+        raise ConfigError(str(e)) from None
     log_format = r.get("logging", "format", str, "text")
     if log_format not in ("text", "json"):
         raise ConfigError(f"[logging] format: must be \"text\" or \"json\", not {log_format!r}")
     return Settings(matrix=matrix, rooms=rooms, staff=staff, whatsapp=whatsapp, http=http,
-                    database_path=db, data_dir=db.parent, sop=SopSettings(profile=profile),
+                    database_path=db, data_dir=db.parent, sop=profile,
                     log_format=log_format, raw=data)
 
 

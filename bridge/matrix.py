@@ -46,6 +46,7 @@ class MatrixBot:
         self.synced = asyncio.Event()
         self.last_sync_ok = False
         self._sync_task: asyncio.Task[None] | None = None
+        self.since_at_start: str | None = None     # the stored sync token a start resumed from
 
     @property
     def user_id(self) -> str:
@@ -59,7 +60,8 @@ class MatrixBot:
         async with self.store.transaction() as tx:
             for role, room_id in self.rooms.items():
                 await tx.set_state(f"room:{role}", room_id)
-        self._sync_task = asyncio.create_task(self._sync_loop(), name="matrix-sync")
+            self.since_at_start = await tx.get_state("sync_token")
+        self._sync_task = asyncio.create_task(self._sync_loop(self.since_at_start), name="matrix-sync")
 
     async def _login(self) -> None:
         m = self.settings.matrix
@@ -139,9 +141,7 @@ class MatrixBot:
                 log.exception("matrix: handler for %s failed", getattr(event, "event_id", "?"))
         self.client.add_event_callback(call, event_type)
 
-    async def _sync_loop(self) -> None:
-        async with self.store.reading() as tx:
-            since = await tx.get_state("sync_token")
+    async def _sync_loop(self, since: str | None) -> None:
         delay = 1.0
         while True:
             try:

@@ -87,3 +87,16 @@ def test_bad_config_stops_startup_with_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["config error: [http] port: must be int, not 'eighty'"]
+
+
+def test_an_unknown_or_inconsistent_sop_profile_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[sop\] profile: unknown profile 'jepara'"):
+        load(_config(tmp_path, ('profile = "mojokerto"', 'profile = "jepara"')), ENV)
+    broken = _config(tmp_path, ('profile = "mojokerto"', '''profile = "kantor"
+total_minutes = 60
+steps = [
+  { id = "cek", role = "admin", minutes = 20, actions = { send = "hilang" } },
+  { id = "selesai", role = "citizen", minutes = 5 },
+]'''))
+    with pytest.raises(ConfigError, match="leads to unknown step 'hilang'"):
+        load(broken, ENV)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import bridge.homeserver as homeserver
-from bridge.homeserver import LocalSynapse, SynapseError
+from bridge.homeserver import LocalSynapse, SynapseError, SynapseStartError
 
 
 def _unique(prefix: str) -> str:
@@ -137,7 +137,7 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
     server.stop()  # idempotent
 
 
-def test_start_retries_when_the_chosen_port_is_taken(
+def test_start_retries_when_the_port_is_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_free_port = homeserver._free_port
@@ -156,3 +156,9 @@ def test_start_retries_when_the_chosen_port_is_taken(
             assert server.port != taken
             assert _answers(server.url)
         assert "Address already in use" in server.log_path.read_text()
+
+        # A fixed port is not retried: the error carries the tail of the log.
+        fixed = LocalSynapse(tmp_path / "hs", port=taken)
+        with pytest.raises(SynapseStartError, match=r"(?s)tail of .*homeserver\.log.*in use"):
+            fixed.start()
+        assert fixed.pid is None

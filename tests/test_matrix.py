@@ -63,3 +63,13 @@ async def test_a_wrong_password_is_refused(synapse_users, graph, tmp_path) -> No
     settings = replace(settings, matrix=replace(settings.matrix, password="wrong"))
     with pytest.raises(MatrixStartupError, match="login of .* failed"):
         await Bridge(settings).start()
+
+
+async def test_the_sync_token_is_kept_for_the_next_start(env: Env) -> None:
+    from tests.harness import until
+    await until(lambda: env.bridge.matrix.last_sync_ok, what="a sync")
+    async with env.bridge.store.reading() as tx:
+        token = await tx.get_state("sync_token")
+    assert token
+    await env.restart_bridge()
+    assert env.bridge.matrix.since_at_start == token
