@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from bridge import messages as msgs
-from bridge.cases import Cases
+from bridge.cases import Cases, Unit
 from bridge.channels.base import Channel
 from bridge.channels.whatsapp import WhatsAppChannel
 from bridge.clock import Clock, system_clock
@@ -19,6 +19,7 @@ from bridge.effects import Effects
 from bridge.intake import Intake
 from bridge.matrix import MatrixBot
 from bridge.outbox import MATRIX_NOTICE, Dispatcher, Outbox
+from bridge.staff import Desk
 from bridge.store import Row, Store
 from bridge.web import HttpServer, make_app
 
@@ -50,11 +51,13 @@ class Bridge:
         self.store = store = await Store.open(s.database_path)
         self._started.append(store)
         self.outbox = Outbox(self.clock)
-        self.cases = Cases(self.profile, self.outbox, self.clock)
+        self.cases = Cases(self.profile, self.outbox, self.clock,
+                           units=tuple(Unit(u.name, u.categories) for u in s.units))
         self.intake = Intake(store, self.cases, self.outbox, self.clock)
 
         self.matrix = MatrixBot(s, store, self.clock)
         self._started.append(self.matrix)
+        self.desk = Desk(store, self.cases, self.outbox, self.matrix, s.staff, self.clock)
         await self.matrix.start()
 
         self.dispatcher = Dispatcher(store, self.outbox, self.clock, on_dead=self._delivery_dead)
@@ -99,6 +102,8 @@ class Bridge:
         assert self.store is not None
         async with self.store.transaction() as tx:
             case = await tx.get_case(row["case_id"]) if row["case_id"] else None
+            if case and row["payload"].get("purpose") == "answer":
+                await self.cases.answer_failed(tx, case, error)
             what = {"channel.text": "pesan ke pemohon", "matrix.attachment": "lampiran"}.get(
                 row["kind"], row["kind"])
             await self.outbox.notice(tx, "admin", msgs.delivery_failed(

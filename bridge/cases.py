@@ -1,66 +1,115 @@
-"""The case service: open a case, add to it, record what happened.
+"""The case service: open a case, add to it, move it through the SOP, record everything.
 
-Each public method runs inside the caller's transaction and writes the case change,
-its audit row and its outbox effects together, so they all happen or none does.
+Each public method runs inside the caller's transaction and writes the case change, its
+audit row (case_events) and its outbox effects together, so they all happen or none does.
+Whether an action is allowed is the workflow engine's call (``workflow.decide``); this
+module carries out what it decided.
 """
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from bridge import messages as msgs
 from bridge.channels.base import InboundMessage
-from bridge.clock import Clock
+from bridge.clock import Clock, parse_ts
 from bridge.messages import DISPLAY_TZ
 from bridge.outbox import Outbox
 from bridge.store import Row, Tx
-from bridge.workflow import Profile
+from bridge.workflow import (CaseView, Decision, Profile, Step, agenda_number, allowed_actions)
 
 BOT = "bot"
 CITIZEN = "citizen"
+LINK_DAYS = 3          # a new complaint this soon after an answer is shown as related
 
 
 def ticket_number(year: int, seq: int) -> str:
     return f"ADU-{year}-{seq:06d}"
 
 
+@dataclass(frozen=True)
+class Unit:
+    """A unit of the office ("kasi/kabid yang membidangi") with its own rooms."""
+
+    name: str
+    categories: tuple[str, ...]
+
+
+def view(case: Row) -> CaseView:
+    return CaseView(step=case["step"], state=case["state"], has_draft=bool(case["answer_draft"]),
+                    approved=bool(case["approved_at"]))
+
+
 class Cases:
-    def __init__(self, profile: Profile, outbox: Outbox, clock: Clock) -> None:
+    def __init__(self, profile: Profile, outbox: Outbox, clock: Clock,
+                 units: tuple[Unit, ...] = ()) -> None:
         self.profile = profile
         self.outbox = outbox
         self.clock = clock
+        self.units = units
 
-    async def open(self, tx: Tx, citizen: Row, msg: InboundMessage) -> Row:
+    # -- where a case lives ----------------------------------------------------------
+    def room_for(self, role: str, unit: str | None) -> str:
+        """The room key of a role for a case: a unit's own kasi/kabid room, or the role's."""
+        return f"{role}:{unit}" if unit and role in ("kasi", "kabid") else role
+
+    def unit_for(self, category: str | None) -> str | None:
+        if not category:
+            return None
+        wanted = category.strip().casefold()
+        for unit in self.units:
+            if any(c.casefold() == wanted for c in unit.categories):
+                return unit.name
+        return None
+
+    def holder_room(self, case: Row) -> str:
+        return self.room_for(case["holder_role"], case["unit"])
+
+    def _year(self, now: datetime) -> int:
+        return now.astimezone(DISPLAY_TZ).year
+
+    # -- citizen side ----------------------------------------------------------------
+    async def open(self, tx: Tx, citizen: Row, msg: InboundMessage, *, category: str | None = None) -> Row:
         """A new case from a citizen's first message: ticket, card, and the reply."""
         now = self.clock()
-        year = now.astimezone(DISPLAY_TZ).year
-        ticket = ticket_number(year, await tx.next_in_sequence(f"ticket/{year}"))
+        ticket = ticket_number(self._year(now), await tx.next_in_sequence(f"ticket/{self._year(now)}"))
         step = self.profile.first_staff_step
         due_at = now + timedelta(minutes=self.profile.total_minutes)
+        linked = await tx.last_answered_case_of(citizen["id"], now - timedelta(days=LINK_DAYS))
         case_id = await tx.create_case(
-            ticket=ticket, citizen_id=citizen["id"], channel=msg.channel, summary=msg.text[:500],
+            ticket=ticket, citizen_id=citizen["id"], channel=msg.channel, summary=msg.text[:2000],
             step=step.id, holder_role=step.role, opened_at=now, due_at=due_at,
-            step_due_at=now + timedelta(minutes=step.minutes))
+            step_due_at=now + timedelta(minutes=step.minutes), category=category,
+            linked_case_id=linked["id"] if linked else None)
+        unit = self.unit_for(category)
+        if unit:
+            await tx.update_case(case_id, unit=unit)
         await tx.add_event(case_id, at=now, actor=BOT, kind="opened", to_step=step.id,
                            note=f"Pengaduan diterima lewat {msgs.CHANNEL_NAMES.get(msg.channel, msg.channel)}",
-                           data={"inbound": msg.external_id})
-        card = msgs.case_card(ticket=ticket, citizen_name=citizen["name"], channel=msg.channel,
-                              address=citizen["address"], step_name=step.name, role=step.role,
-                              opened_at=now, due_at=due_at, message=msg)
-        await self.outbox.card(tx, case_id, step.role, card.content())
-        await self._attachments(tx, case_id, step.role, msg)
+                           data={"inbound": msg.external_id, **({"linked": linked["ticket"]} if linked else {})})
+        case = await tx.get_case(case_id)
+        assert case is not None
+        room = self.holder_room(case)
+        await self.outbox.card(tx, case_id, room, (await self._card(tx, case, citizen, msg)).content())
+        await self._attachments(tx, case_id, room, msg)
+        await self._reactions(tx, case, room)
         await self.outbox.citizen_text(
             tx, case_id, msg.channel, citizen["address"],
             msgs.ticket_reply(ticket, self.profile.total_minutes, citizen["name"]),
             reply_to=msg.external_id)
-        case = await tx.get_case(case_id)
-        assert case is not None
         return case
 
     async def add_citizen_message(self, tx: Tx, case: Row, citizen: Row, msg: InboundMessage) -> None:
-        """A later message of the citizen: into the card's thread, and the audit trail."""
-        room = case["holder_role"]
-        await tx.add_event(case["id"], at=self.clock(), actor=CITIZEN, kind="citizen_message",
-                           note=msg.text[:1000] or None,
+        """A later message of the citizen: into the card's thread and the audit trail.
+
+        While the case waits for the citizen (``!tanya``), this message is the answer:
+        the case returns to the step it was in.
+        """
+        room = self.holder_room(case)
+        now = self.clock()
+        await tx.add_event(case["id"], at=now, actor=CITIZEN, kind="citizen_message",
+                           note=msg.text[:2000] or None,
                            data={"inbound": msg.external_id, "kind": msg.kind})
         if msg.attachments:
             # An image or document carries its caption, as the citizen sent it.
@@ -68,9 +117,136 @@ class Cases:
         else:
             await self.outbox.thread(tx, case["id"], room,
                                      msgs.citizen_followup(msg, citizen["name"]).content())
+        if case["state"] == "waiting":
+            await tx.update_case(case["id"], state="open", waiting_since=None)
+            await tx.add_event(case["id"], at=now, actor=CITIZEN, kind="citizen_answered",
+                               from_step=case["step"], to_step=case["step"])
+            step = self.profile.step(case["step"])
+            await self.outbox.thread(tx, case["id"], room, msgs.back_from_waiting(step).notice())
+            await self._reactions(tx, await self._reload(tx, case), room)
 
     async def _attachments(self, tx: Tx, case_id: int, room: str, msg: InboundMessage,
                            caption: str = "") -> None:
         for i, att in enumerate(msg.attachments):
             await self.outbox.attachment(tx, case_id, room, msg.channel, att,
                                          caption=caption if i == 0 else "")
+
+    # -- staff side ------------------------------------------------------------------
+    async def act(self, tx: Tx, case: Row, actor: str, role: str, d: Decision, text: str = "") -> Row:
+        """Carry out an allowed decision: the case change, its audit row, its effects."""
+        assert d.ok
+        now = self.clock()
+        old_room = self.holder_room(case)
+        fields: dict[str, Any] = {}
+        note = text or None
+        data: dict[str, Any] = {}
+        if d.action == "claim":
+            fields["assignee"] = actor
+        elif d.action == "answer":
+            fields["answer_draft"] = text
+        elif d.action == "ask":
+            fields.update(state="waiting", waiting_since=now)
+        if d.approves:
+            fields.update(approved_by=actor, approved_at=now, approved_role=role)
+            if self.profile.agenda_format:
+                year = self._year(now)
+                seq = await tx.next_in_sequence(f"agenda/{year}")
+                fields["agenda_number"] = data["agenda_number"] = agenda_number(self.profile, seq, year)
+        to_step = self.profile.step(d.to_step)
+        if d.moves:
+            fields.update(self._enter(to_step, now))
+            fields["assignee"] = actor if d.action == "claim" else None
+        if d.closes:
+            fields.update(state="closed", closed_at=now, outcome=d.closes)
+        if fields:
+            await tx.update_case(case["id"], **fields)
+        await tx.add_event(case["id"], at=now, actor=actor, role=role, kind=d.action,
+                           from_step=d.from_step, to_step=d.to_step, note=note, data=data or None)
+        new = await self._reload(tx, case)
+        await self._effects(tx, case, new, old_room, actor, role, d, text)
+        return new
+
+    def _enter(self, step: Step, now: datetime) -> dict[str, Any]:
+        return {"step": step.id, "holder_role": step.role if step.role != CITIZEN else "admin",
+                "step_entered_at": now, "step_due_at": now + timedelta(minutes=step.minutes)}
+
+    async def _effects(self, tx: Tx, old: Row, new: Row, old_room: str, actor: str, role: str,
+                       d: Decision, text: str) -> None:
+        citizen = await tx.get_citizen(new["citizen_id"])
+        assert citizen is not None
+        step = self.profile.step(new["step"])
+        await self.outbox.thread(tx, new["id"], old_room,
+                                 msgs.confirmation(d.action, actor, role, step, new, text).notice())
+        if d.action == "reject":
+            await self.outbox.citizen_text(tx, new["id"], new["channel"], citizen["address"],
+                                           msgs.rejected_to_citizen(new["ticket"], text))
+        elif d.action == "ask":
+            await self.outbox.citizen_text(tx, new["id"], new["channel"], citizen["address"],
+                                           msgs.question_to_citizen(new["ticket"], text))
+        elif d.action == "send":
+            await self.outbox.citizen_text(tx, new["id"], new["channel"], citizen["address"],
+                                           msgs.answer_to_citizen(new), purpose="answer")
+        new_room = self.holder_room(new)
+        if new_room != old_room and new["state"] != "closed":
+            # Escalation (or a return): a new card where the case now lives, a pointer here.
+            card = await self._card(tx, new, citizen, None, moved_from=old_room)
+            await self.outbox.card(tx, new["id"], new_room, card.content())
+            await self.outbox.thread(tx, new["id"], old_room, msgs.moved_to(new_room, step).notice())
+            await self._reactions(tx, new, old_room, keys=())
+        await self._reactions(tx, new, new_room)
+
+    async def _reactions(self, tx: Tx, case: Row, room: str, keys: tuple[str, ...] | None = None) -> None:
+        """Make the bot's reactions on the card show what staff can do now."""
+        if keys is None:
+            keys = allowed_actions(self.profile, case["step"]) if case["state"] == "open" else ()
+        await self.outbox.reactions(tx, case["id"], room, list(keys))
+
+    async def _reload(self, tx: Tx, case: Row) -> Row:
+        row = await tx.get_case(case["id"])
+        assert row is not None
+        return row
+
+    async def _card(self, tx: Tx, case: Row, citizen: Row, msg: InboundMessage | None,
+                    moved_from: str | None = None) -> msgs.Rich:
+        step = self.profile.step(case["step"])
+        linked = await tx.get_case(case["linked_case_id"]) if case["linked_case_id"] else None
+        history = await tx.case_events(case["id"]) if moved_from else []
+        return msgs.case_card(
+            case=case, citizen=citizen, step=step, text=msg.text if msg else case["summary"],
+            attachments=msgs.describe_attachments(msg.attachments) if msg else [],
+            linked_ticket=linked["ticket"] if linked else None, history=history,
+            escalated=moved_from is not None)
+
+    # -- delivery of the answer ------------------------------------------------------
+    async def answer_delivered(self, tx: Tx, case: Row, status: str) -> None:
+        """The citizen has the answer: the case is done."""
+        if case["state"] == "closed":
+            return
+        now = self.clock()
+        await tx.update_case(case["id"], state="closed", closed_at=now, answered_at=now, outcome="dijawab")
+        await tx.add_event(case["id"], at=now, actor=CITIZEN, kind="answer_delivered",
+                           from_step=case["step"], to_step=case["step"], note=status)
+        room = self.holder_room(case)
+        await self.outbox.thread(tx, case["id"], room, msgs.delivery_status(case["ticket"], status).notice())
+        await self._reactions(tx, case, room, keys=())
+
+    async def answer_failed(self, tx: Tx, case: Row, error: str) -> None:
+        """The answer did not reach the citizen: back to the step that sent it."""
+        if case["state"] == "closed":
+            return
+        events = await tx.case_events(case["id"])
+        sent = next((e for e in reversed(events) if e["kind"] == "send"), None)
+        back = self.profile.step(sent["from_step"]) if sent else self.profile.step(case["step"])
+        now = self.clock()
+        await tx.update_case(case["id"], **self._enter(back, now))
+        await tx.add_event(case["id"], at=now, actor=BOT, kind="answer_failed",
+                           from_step=case["step"], to_step=back.id, note=error)
+        new = await self._reload(tx, case)
+        room = self.holder_room(new)
+        await self.outbox.thread(tx, case["id"], room,
+                                 msgs.delivery_status(case["ticket"], "failed", error).notice())
+        await self._reactions(tx, new, room)
+
+
+def due(case: Row, key: str = "step_due_at") -> datetime | None:
+    return parse_ts(case[key]) if case[key] else None

@@ -39,6 +39,15 @@ class RoomSettings:
 
 
 @dataclass(frozen=True)
+class UnitSettings:
+    """A unit ("kasi/kabid yang membidangi"): the categories it handles and its rooms."""
+
+    name: str
+    categories: tuple[str, ...]
+    rooms: dict[str, str]          # 'kasi' / 'kabid' -> room id or alias
+
+
+@dataclass(frozen=True)
 class WhatsAppSettings:
     enabled: bool
     graph_url: str
@@ -65,6 +74,7 @@ class Settings:
     database_path: Path
     data_dir: Path
     sop: Profile
+    units: tuple[UnitSettings, ...] = ()
     log_format: str = "text"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -135,8 +145,33 @@ def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path) -
     if log_format not in ("text", "json"):
         raise ConfigError(f"[logging] format: must be \"text\" or \"json\", not {log_format!r}")
     return Settings(matrix=matrix, rooms=rooms, staff=staff, whatsapp=whatsapp, http=http,
-                    database_path=db, data_dir=db.parent, sop=profile,
+                    database_path=db, data_dir=db.parent, sop=profile, units=_units(data),
                     log_format=log_format, raw=data)
+
+
+def _units(data: dict[str, Any]) -> tuple[UnitSettings, ...]:
+    units = data.get("units", [])
+    if not isinstance(units, list):
+        raise ConfigError("[[units]]: must be an array of tables")
+    out: list[UnitSettings] = []
+    for i, u in enumerate(units):
+        where = f"[[units]] #{i + 1}"
+        if not isinstance(u, dict) or not isinstance(u.get("name"), str) or not u["name"].strip():
+            raise ConfigError(f"{where}: name: missing")
+        name = u["name"].strip()
+        if not re.match(r"^[a-z0-9_-]+$", name):
+            raise ConfigError(f"{where} name: {name!r} must be lowercase letters, digits, - or _")
+        cats = u.get("categories")
+        if not isinstance(cats, list) or not cats or not all(isinstance(c, str) for c in cats):
+            raise ConfigError(f"{where} ({name}) categories: must be a list of service names")
+        rooms = {}
+        for role in ("kasi", "kabid"):
+            ref = u.get(role)
+            if not isinstance(ref, str) or not _ROOM.match(ref):
+                raise ConfigError(f"{where} ({name}) {role}: must be a room id or alias")
+            rooms[role] = ref
+        out.append(UnitSettings(name, tuple(cats), rooms))
+    return tuple(out)
 
 
 class _Reader:

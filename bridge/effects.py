@@ -13,10 +13,12 @@ from typing import Any
 
 from bridge import outbox as ob
 from bridge.channels.base import Attachment, Channel
+from bridge import transcript
 from bridge.clock import Clock
 from bridge.errors import DeliveryError
 from bridge.matrix import MatrixBot
 from bridge.outbox import Delivery, Dispatcher, Finish
+from bridge.messages import ACTION_REACTIONS
 from bridge.store import Store, Tx
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ class Effects:
         dispatcher.register(ob.MATRIX_THREAD, self.thread)
         dispatcher.register(ob.MATRIX_NOTICE, self.notice)
         dispatcher.register(ob.MATRIX_ATTACHMENT, self.attachment)
+        dispatcher.register(ob.MATRIX_REACTIONS, self.reactions)
+        dispatcher.register(ob.MATRIX_TRANSCRIPT, self.transcript)
         dispatcher.register(ob.CHANNEL_TEXT, self.citizen_text)
         dispatcher.register(ob.CHANNEL_READ, self.mark_read)
 
@@ -111,6 +115,41 @@ class Effects:
         event_id = await self.matrix.send(d.payload["room"], content, self.txn(d))
         return _result(event_id=event_id, mxc=p["mxc"])
 
+    async def reactions(self, d: Delivery) -> Finish | None:
+        """Bring the bot's reactions on a card to the wanted set; each change is kept at once."""
+        async with self.store.reading() as tx:
+            card = await tx.get_card(d.row["case_id"], d.payload["room"])
+            have = await tx.card_reactions(card["event_id"]) if card else {}
+        if card is None:
+            return None
+        want = [ACTION_REACTIONS[a] for a in d.payload["actions"]]
+        for key, event_id in have.items():
+            if key not in want:
+                await self.matrix.redact(d.payload["room"], event_id, f"{self.txn(d)}-del-{key}")
+                async with self.store.transaction() as tx:
+                    await tx.remove_card_reaction(card["event_id"], key)
+        for key in want:
+            if key not in have:
+                content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": card["event_id"], "key": key}}
+                event_id = await self.matrix.send(d.payload["room"], content, f"{self.txn(d)}-add-{key}",
+                                                  event_type="m.reaction")
+                async with self.store.transaction() as tx:
+                    await tx.add_card_reaction(card["event_id"], key, event_id)
+        return None
+
+    async def transcript(self, d: Delivery) -> Finish:
+        """The printable record of the case as it is now, as an HTML file in the thread."""
+        async with self.store.reading() as tx:
+            record = await transcript.build(tx, d.row["case_id"])
+        data = transcript.to_html(record).encode()
+        filename = f"{record.ticket}.html"
+        if "mxc" not in d.progress:
+            await d.save_progress(mxc=await self.matrix.upload(data, "text/html", filename), size=len(data))
+        content = {"msgtype": "m.file", "body": filename, "filename": filename, "url": d.progress["mxc"],
+                   "info": {"mimetype": "text/html", "size": d.progress["size"]}, "m.mentions": {}}
+        event_id = await self.matrix.send(d.payload["room"], await self._in_thread(d, content), self.txn(d))
+        return _result(event_id=event_id)
+
     # -- channels --------------------------------------------------------------------
     def _channel(self, name: str) -> Channel:
         try:
@@ -125,7 +164,7 @@ class Effects:
 
         async def finish(tx: Tx) -> dict[str, Any]:
             await tx.record_delivery(p["channel"], external_id, outbox_id=d.id,
-                                     case_id=d.row["case_id"], at=self.clock())
+                                     case_id=d.row["case_id"], at=self.clock(), purpose=p.get("purpose"))
             return {"external_id": external_id}
         return finish
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Sequence
 
 from bridge import messages as msgs
@@ -21,7 +22,7 @@ from bridge.channels.base import InboundMessage, StatusUpdate
 from bridge.clock import Clock
 from bridge.outbox import Outbox
 from bridge.privacy import mask_phone
-from bridge.store import Store, Tx
+from bridge.store import Row, Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,27 @@ class Intake:
                     log.info("intake: %s %s seen before, ignored", m.channel, m.external_id[-12:])
             for st in statuses:
                 moved = await tx.apply_status(st)
-                if moved and st.status == "failed":
-                    log.warning("intake: delivery %s failed: %s %s", st.external_id[-12:],
-                                st.error_code, st.error_title)
+                if moved:
+                    await self._status_moved(tx, moved, st)
         if messages:
             self._wakeup.set()
+        if statuses:
+            self.outbox.wake()
+
+    async def _status_moved(self, tx: Tx, delivery: Row, st: StatusUpdate) -> None:
+        if st.status == "failed":
+            log.warning("intake: delivery %s failed: %s %s", st.external_id[-12:], st.error_code, st.error_title)
+        if delivery["purpose"] != "answer" or not delivery["case_id"]:
+            return
+        case = await tx.get_case(delivery["case_id"])
+        assert case is not None
+        if st.status in ("delivered", "read") and case["state"] != "closed":
+            await self.cases.answer_delivered(tx, case, st.status)
+        elif st.status == "failed":
+            await self.cases.answer_failed(tx, case, f"{st.error_code} {st.error_title or ''}".strip())
+        else:
+            await self.outbox.thread(tx, case["id"], self.cases.holder_room(case),
+                                     msgs.delivery_status(case["ticket"], st.status).notice())
 
     # -- the worker ------------------------------------------------------------------
     def start(self) -> None:
@@ -102,7 +119,7 @@ class Intake:
         if msg.kind in K.CASE_KINDS:
             await self.outbox.mark_read(tx, msg.channel, msg.address, msg.external_id)
             if case is None:
-                case = await self.cases.open(tx, citizen, msg)
+                case = await self.cases.open(tx, citizen, msg, category=category_of(msg.text))
                 log.info("intake: %s opened for %s", case["ticket"], mask_phone(msg.address))
             else:
                 await self.cases.add_citizen_message(tx, case, citizen, msg)
@@ -113,3 +130,12 @@ class Intake:
             await self.outbox.citizen_text(tx, None, msg.channel, msg.address, msgs.UNSUPPORTED_REPLY)
         await tx.finish_inbound(inbound_id, case_id=case["id"] if case else None,
                                 state="done" if case else "ignored")
+
+
+CATEGORY_LINE = re.compile(r"^\s*layanan\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def category_of(text: str) -> str | None:
+    """The service a complaint is about, from a "Layanan: ..." line of the complaint format."""
+    m = CATEGORY_LINE.search(text)
+    return m.group(1)[:60] if m else None

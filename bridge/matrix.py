@@ -47,6 +47,7 @@ class MatrixBot:
         self.last_sync_ok = False
         self._sync_task: asyncio.Task[None] | None = None
         self.since_at_start: str | None = None     # the stored sync token a start resumed from
+        self._handlers: list[tuple[type, EventHandler]] = []
 
     @property
     def user_id(self) -> str:
@@ -57,11 +58,16 @@ class MatrixBot:
         await self._login()
         for role in ROLES:
             self.rooms[role] = await self._open_room(role, self.settings.rooms.by_role[role])
+        for unit in self.settings.units:
+            for role, ref in unit.rooms.items():
+                self.rooms[f"{role}:{unit.name}"] = await self._open_room(role, ref, unit.name)
         async with self.store.transaction() as tx:
             for role, room_id in self.rooms.items():
                 await tx.set_state(f"room:{role}", room_id)
             self.since_at_start = await tx.get_state("sync_token")
         self._sync_task = asyncio.create_task(self._sync_loop(self.since_at_start), name="matrix-sync")
+        # Ready means synced once: staff events from here on reach the handlers.
+        await asyncio.wait_for(self.synced.wait(), 120)
 
     async def _login(self) -> None:
         m = self.settings.matrix
@@ -94,13 +100,13 @@ class MatrixBot:
             await tx.set_state("device_id", resp.device_id)
         log.info("matrix: logged in as %s with a new session (device %s)", resp.user_id, resp.device_id)
 
-    async def _open_room(self, role: str, ref: str) -> str:
+    async def _open_room(self, role: str, ref: str, unit: str | None = None) -> str:
         if ref.startswith("#"):
             resolved = await self.client.room_resolve_alias(ref)
             if isinstance(resolved, nio.RoomResolveAliasResponse):
                 room_id = resolved.room_id
             elif self.settings.rooms.create:
-                room_id = await self._create_room(role, ref)
+                room_id = await self._create_room(role, ref, unit)
             else:
                 raise MatrixStartupError(
                     f"[rooms] {role}: alias {ref} does not exist (set [rooms] create = true to create it)")
@@ -116,12 +122,12 @@ class MatrixBot:
         log.info("matrix: room %s is %s", role, room_id)
         return room_id
 
-    async def _create_room(self, role: str, alias: str) -> str:
+    async def _create_room(self, role: str, alias: str, unit: str | None) -> str:
         localpart, _, server = alias[1:].partition(":")
         if server != self.client.user_id.partition(":")[2]:
             raise MatrixStartupError(f"[rooms] {role}: cannot create {alias} on another server")
         resp = await self.client.room_create(
-            alias=localpart, name=f"Pengaduan · {ROLE_NAMES[role]}",
+            alias=localpart, name=f"Pengaduan · {ROLE_NAMES[role]}" + (f" · {unit}" if unit else ""),
             topic="Kasus pengaduan masyarakat (dikelola bot pengaduan)",
             preset=nio.RoomPreset.private_chat, invite=list(self.settings.staff[role]))
         if not isinstance(resp, nio.RoomCreateResponse):
@@ -132,24 +138,41 @@ class MatrixBot:
     # -- sync ------------------------------------------------------------------------
     def on_event(self, event_type: type, handler: EventHandler) -> None:
         """Call ``handler(room, event)`` for each new event of that type from others."""
-        async def call(room: nio.MatrixRoom, event: Any) -> None:
-            if getattr(event, "sender", None) == self.client.user_id:
-                return
-            try:
-                await handler(room, event)
-            except Exception:
-                log.exception("matrix: handler for %s failed", getattr(event, "event_id", "?"))
-        self.client.add_event_callback(call, event_type)
+        self._handlers.append((event_type, handler))
+
+    async def _dispatch(self, resp: nio.SyncResponse) -> None:
+        """Hand each new timeline event to its handlers, in order.
+
+        A reaction redacted within the same batch is never acted on: its removal came
+        before the bot could act. (One already acted on stays done: redactions of
+        reactions are not handled.)
+        """
+        for room_id, info in resp.rooms.join.items():
+            room = self.client.rooms.get(room_id) or nio.MatrixRoom(room_id, self.client.user_id)
+            events = info.timeline.events
+            redacted = {e.redacts for e in events if isinstance(e, nio.RedactionEvent)}
+            for event in events:
+                if event.sender == self.client.user_id or event.event_id in redacted:
+                    continue
+                for event_type, handler in self._handlers:
+                    if isinstance(event, event_type):
+                        try:
+                            await handler(room, event)
+                        except Exception:
+                            log.exception("matrix: handling %s failed", event.event_id)
 
     async def _sync_loop(self, since: str | None) -> None:
         delay = 1.0
         while True:
             try:
                 resp = await self.client.sync(timeout=SYNC_TIMEOUT_MS, since=since,
-                                              sync_filter={"room": {"timeline": {"limit": 50}}})
+                                              sync_filter={"room": {"timeline": {"limit": 100}}})
             except Exception as e:  # network trouble: retry with backoff
                 resp = e
             if isinstance(resp, nio.SyncResponse):
+                # The very first sync of a new bridge is history: nothing in it is for us.
+                if since is not None:
+                    await self._dispatch(resp)
                 since = resp.next_batch
                 async with self.store.transaction() as tx:
                     await tx.set_state("sync_token", since)
@@ -179,6 +202,18 @@ class MatrixBot:
         if isinstance(resp, nio.RoomSendResponse):
             return resp.event_id
         raise _error("send", resp)
+
+    async def redact(self, room_key: str, event_id: str, txn_id: str, reason: str | None = None) -> None:
+        try:
+            resp = await self.client.room_redact(self.room_id(room_key), event_id, reason=reason, tx_id=txn_id)
+        except (asyncio.TimeoutError, OSError) as e:
+            raise DeliveryError(f"matrix: {e.__class__.__name__}: {e}", transient=True) from e
+        if not isinstance(resp, nio.RoomRedactResponse):
+            raise _error("redact", resp)
+
+    def room_key(self, room_id: str) -> str | None:
+        """The role (or unit) key of one of our rooms."""
+        return next((k for k, v in self.rooms.items() if v == room_id), None)
 
     async def upload(self, data: bytes, mime_type: str, filename: str) -> str:
         try:

@@ -8,11 +8,16 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 from zoneinfo import ZoneInfo
 
 from bridge.channels.base import Attachment, InboundMessage
+from bridge.clock import parse_ts
 from bridge.privacy import mask_phone
+
+if TYPE_CHECKING:
+    from bridge.store import Row
+    from bridge.workflow import Step
 
 DISPLAY_TZ = ZoneInfo("Asia/Jakarta")
 CHANNEL_NAMES = {"whatsapp": "WhatsApp", "telegram": "Telegram"}
@@ -75,31 +80,41 @@ def describe_attachments(attachments: Iterable[Attachment]) -> list[str]:
             for a in attachments]
 
 
-def case_card(*, ticket: str, citizen_name: str | None, channel: str, address: str,
-              step_name: str, role: str, opened_at: datetime, due_at: datetime | None,
-              message: InboundMessage) -> Rich:
-    who = citizen_name or "(tanpa nama)"
-    via = CHANNEL_NAMES.get(channel, channel)
-    text = message.text or "(tanpa teks)"
-    files = describe_attachments(message.attachments)
-    due = local_time(due_at) if due_at else "-"
-    body = "\n".join([
-        f"📨 Pengaduan baru {ticket}",
-        f"Pemohon: {who} · {via} {mask_phone(address)}",
-        f"Diterima: {local_time(opened_at)} · Tenggat: {due}",
-        f"Langkah: {step_name} ({ROLE_NAMES.get(role, role)})",
-        *([f"Lampiran: {', '.join(files)}"] if files else []),
-        "", text,
-    ])
-    rows = [
-        f"<b>Pemohon:</b> {esc(who)} · {esc(via)} {esc(mask_phone(address))}",
-        f"<b>Diterima:</b> {esc(local_time(opened_at))} · <b>Tenggat:</b> {esc(due)}",
-        f"<b>Langkah:</b> {esc(step_name)} ({esc(ROLE_NAMES.get(role, role))})",
+def case_card(*, case: Row, citizen: Row, step: "Step", text: str, attachments: list[str],
+              linked_ticket: str | None = None, history: list[Row] = (), escalated: bool = False) -> Rich:
+    """The card staff act on: who, what, where in the SOP, until when."""
+    ticket = case["ticket"]
+    who = citizen["name"] or "(tanpa nama)"
+    via = CHANNEL_NAMES.get(case["channel"], case["channel"])
+    text = text or "(tanpa teks)"
+    opened = local_time(parse_ts(case["opened_at"]))
+    due = local_time(parse_ts(case["due_at"])) if case["due_at"] else "-"
+    step_due = local_time(parse_ts(case["step_due_at"]), date=False) if case["step_due_at"] else "-"
+    head = "Pengaduan diteruskan" if escalated else "Pengaduan baru"
+    rows: list[tuple[str, str]] = [
+        ("Pemohon", f"{who} · {via} {mask_phone(citizen['address'])}"),
+        ("Diterima", f"{opened} · selesai paling lambat {due}"),
+        ("Langkah", f"{step.name} ({ROLE_NAMES.get(step.role, step.role)}), tenggat {step_due}"),
     ]
-    if files:
-        rows.append(f"<b>Lampiran:</b> {esc(', '.join(files))}")
-    html_ = (f"<h4>📨 Pengaduan baru <code>{esc(ticket)}</code></h4>"
-             f"<p>{'<br>'.join(rows)}</p><blockquote>{multiline(text)}</blockquote>")
+    if case["category"]:
+        rows.append(("Layanan", case["category"]))
+    if attachments:
+        rows.append(("Lampiran", ", ".join(attachments)))
+    if linked_ticket:
+        rows.append(("Terkait", f"{linked_ticket} (dijawab kurang dari 3 hari lalu)"))
+    if case["answer_draft"]:
+        rows.append(("Konsep jawaban", case["answer_draft"]))
+    notes = [e for e in history if e["kind"] in ("note", "return", "escalate") and e["note"]]
+    body = "\n".join([f"📨 {head} {ticket}", *(f"{k}: {v}" for k, v in rows), "", text,
+                      *([""] + ["Catatan:"] + [f"- {n['note']}" for n in notes] if notes else []),
+                      *([""] + ["Riwayat:"] + [history_line(e) for e in history] if history else [])])
+    html_ = (f"<h4>📨 {head} <code>{esc(ticket)}</code></h4><p>"
+             + "<br>".join(f"<b>{esc(k)}:</b> {multiline(v)}" for k, v in rows)
+             + f"</p><blockquote>{multiline(text)}</blockquote>")
+    if notes:
+        html_ += "<p><b>Catatan:</b></p><ul>" + "".join(f"<li>{multiline(n['note'])}</li>" for n in notes) + "</ul>"
+    if history:
+        html_ += "<p><b>Riwayat:</b></p><ol>" + "".join(f"<li>{esc(history_line(e))}</li>" for e in history) + "</ol>"
     return Rich(body, html_)
 
 
@@ -123,3 +138,116 @@ def citizen_followup(message: InboundMessage, name: str | None) -> Rich:
 def delivery_failed(ticket: str, what: str, error: str) -> Rich:
     body = f"⚠️ Gagal mengirim {what} untuk {ticket}: {error}"
     return Rich(body, f"⚠️ Gagal mengirim {esc(what)} untuk <code>{esc(ticket)}</code>: {esc(error)}")
+
+
+# -- the staff workflow --------------------------------------------------------------------
+# The reaction for each step action: the bot puts these on a card, staff tap them.
+ACTION_REACTIONS = {"claim": "👀", "verify": "✅", "escalate": "⬆️", "return": "⬇️",
+                    "approve": "✍️", "send": "📤", "reject": "❌"}
+ACTION_NAMES = {
+    "claim": "👀 Diambil", "verify": "✅ Diverifikasi", "escalate": "⬆️ Diteruskan",
+    "return": "⬇️ Dikembalikan", "approve": "✍️ Diparaf", "send": "📤 Jawaban dikirim",
+    "reject": "❌ Ditolak", "answer": "📝 Konsep jawaban", "note": "🗒️ Catatan",
+    "ask": "❓ Pertanyaan ke pemohon",
+}
+EVENT_NAMES = {**ACTION_NAMES, "opened": "Pengaduan diterima", "citizen_message": "Pesan pemohon",
+               "citizen_answered": "Pemohon menjawab", "answer_delivered": "Jawaban diterima pemohon",
+               "answer_failed": "Jawaban gagal terkirim"}
+
+
+def who(actor: str, role: str | None) -> str:
+    return f"{actor} ({ROLE_NAMES.get(role, role)})" if role else actor
+
+
+def history_line(e: "Row") -> str:
+    when = local_time(parse_ts(e["at"]))
+    move = f" [{e['from_step']} → {e['to_step']}]" if e["from_step"] and e["from_step"] != e["to_step"] else ""
+    note = f": {e['note']}" if e["note"] else ""
+    return f"{when} {EVENT_NAMES.get(e['kind'], e['kind'])} oleh {who(e['actor'], e['role'])}{move}{note}"
+
+
+def confirmation(action: str, actor: str, role: str, step: "Step", case: "Row", text: str) -> Rich:
+    """The bot's word in the thread after an action."""
+    head = f"{ACTION_NAMES.get(action, action)} oleh {who(actor, role)}"
+    lines = [head]
+    if text and action in ("answer", "note", "ask", "reject", "return", "escalate"):
+        lines.append(f"“{text}”")
+    if case["agenda_number"] and action in ("approve", "return"):
+        lines.append(f"Nomor agenda: {case['agenda_number']}")
+    if case["state"] == "closed":
+        lines.append("Kasus ditutup.")
+    elif case["state"] == "waiting":
+        lines.append("Menunggu jawaban pemohon; jam SLA berhenti.")
+    else:
+        lines.append(f"Langkah sekarang: {step.name} ({ROLE_NAMES.get(step.role, step.role)}).")
+    return Rich("\n".join(lines), "<br>".join(multiline(line) for line in lines))
+
+
+def refusal(reason: str) -> Rich:
+    return Rich(f"⛔ {reason}", f"⛔ {esc(reason)}")
+
+
+def moved_to(room_key: str, step: "Step") -> Rich:
+    role = room_key.split(":")[0]
+    text = f"➡️ Kasus pindah ke ruang {ROLE_NAMES.get(role, role)} ({step.name}). Lanjutkan di kartu baru di sana."
+    return Rich(text, esc(text))
+
+
+def back_from_waiting(step: "Step") -> Rich:
+    text = f"↩️ Pemohon sudah menjawab; kasus kembali ke langkah {step.name}."
+    return Rich(text, esc(text))
+
+
+DELIVERY_NAMES = {"accepted": "diterima server WhatsApp", "sent": "terkirim", "delivered": "sampai di ponsel pemohon",
+                  "read": "dibaca pemohon", "failed": "GAGAL terkirim"}
+
+
+def delivery_status(ticket: str, status: str, error: str | None = None) -> Rich:
+    text = f"📬 Jawaban {ticket}: {DELIVERY_NAMES.get(status, status)}" + (f" ({error})" if error else "")
+    if status in ("delivered", "read"):
+        text += ". Kasus selesai."
+    elif status == "failed":
+        text += ". Periksa nomor pemohon lalu kirim ulang dengan 📤 / !kirim."
+    return Rich(text, esc(text))
+
+
+def rejected_to_citizen(ticket: str, reason: str) -> str:
+    return (f"Mohon maaf, pengaduan Anda dengan nomor tiket {ticket} tidak dapat kami tindak lanjuti.\n"
+            f"Alasan: {reason}\nTerima kasih telah menghubungi kami.")
+
+
+def question_to_citizen(ticket: str, question: str) -> str:
+    return (f"Untuk menindaklanjuti pengaduan {ticket}, petugas kami perlu keterangan:\n{question}\n"
+            "Silakan balas pesan ini.")
+
+
+def answer_to_citizen(case: "Row") -> str:
+    lines = [f"Jawaban atas pengaduan Anda ({case['ticket']}):", "", case["answer_draft"] or ""]
+    if case["agenda_number"]:
+        lines += ["", f"Nomor agenda: {case['agenda_number']}"]
+    lines += ["", "Terima kasih telah menghubungi kami."]
+    return "\n".join(lines)
+
+
+def case_status(case: "Row", step: "Step") -> Rich:
+    state = {"open": "dalam proses", "waiting": "menunggu jawaban pemohon", "closed": "selesai"}[case["state"]]
+    lines = [f"Status {case['ticket']}: {state}" + (f" ({case['outcome']})" if case["outcome"] else ""),
+             f"Langkah: {step.name} ({ROLE_NAMES.get(step.role, step.role)})",
+             f"Penanggung jawab: {case['assignee'] or '-'}",
+             f"Tenggat langkah: {local_time(parse_ts(case['step_due_at'])) if case['step_due_at'] else '-'}",
+             f"Tenggat total: {local_time(parse_ts(case['due_at'])) if case['due_at'] else '-'}",
+             "Konsep jawaban: " + ("ada" if case["answer_draft"] else "belum ada")
+             + (f", diparaf {case['approved_by']}" if case["approved_at"] else ""),
+             *([f"Nomor agenda: {case['agenda_number']}"] if case["agenda_number"] else [])]
+    return Rich("\n".join(lines), "<br>".join(esc(line) for line in lines))
+
+
+def case_list(room_key: str, cases: list["Row"], profile: Any) -> Rich:
+    if not cases:
+        return Rich("Tidak ada kasus terbuka di ruang ini.", "Tidak ada kasus terbuka di ruang ini.")
+    lines = [f"Kasus terbuka ({len(cases)}):"]
+    for c in cases:
+        due = local_time(parse_ts(c["step_due_at"]), date=False) if c["step_due_at"] else "-"
+        lines.append(f"{c['ticket']} · {profile.step(c['step']).name} · tenggat {due}"
+                     + (" · menunggu pemohon" if c["state"] == "waiting" else ""))
+    return Rich("\n".join(lines), "<br>".join(esc(line) for line in lines))

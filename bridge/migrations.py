@@ -157,3 +157,24 @@ async def initial_schema(db: aiosqlite.Connection) -> None:
         at        TEXT NOT NULL
     );
     """)
+
+
+@upgrade(2)
+async def staff_workflow(db: aiosqlite.Connection) -> None:
+    await db.executescript("""
+    ALTER TABLE cases ADD COLUMN unit TEXT;                 -- [[units]] name: its kasi/kabid rooms
+    ALTER TABLE cases ADD COLUMN approved_role TEXT;
+    ALTER TABLE cases ADD COLUMN waiting_since TEXT;        -- set while waiting for the citizen
+    ALTER TABLE cases ADD COLUMN answered_at TEXT;          -- the answer reached the citizen
+
+    ALTER TABLE deliveries ADD COLUMN purpose TEXT;         -- 'answer' for the final answer
+
+    -- The reactions the bot put on a card, so it can take back the ones no longer valid.
+    CREATE TABLE card_reactions (
+        card_event_id  TEXT NOT NULL,
+        key            TEXT NOT NULL,
+        event_id       TEXT NOT NULL,
+        PRIMARY KEY (card_event_id, key)
+    );
+    CREATE INDEX cases_citizen_closed ON cases (citizen_id, closed_at);
+    """)

@@ -26,6 +26,8 @@ MATRIX_CARD = "matrix.card"              # a case card in a room
 MATRIX_THREAD = "matrix.thread"          # a message in a card's thread
 MATRIX_ATTACHMENT = "matrix.attachment"  # a citizen's file, into a card's thread
 MATRIX_NOTICE = "matrix.notice"          # a message in a room, outside any thread
+MATRIX_REACTIONS = "matrix.reactions"    # the bot's reactions on a card: what staff can do now
+MATRIX_TRANSCRIPT = "matrix.transcript"  # the printable transcript of a case, as a file
 CHANNEL_TEXT = "channel.text"            # a text to a citizen
 CHANNEL_READ = "channel.read"            # mark a citizen's message read
 
@@ -71,15 +73,23 @@ class Outbox:
                                {"room": room_key, "channel": channel,
                                 "attachment": attachment.to_dict(), "caption": caption}, case_id)
 
+    async def reactions(self, tx: Tx, case_id: int, room_key: str, keys: list[str]) -> int:
+        return await self._put(tx, MATRIX_REACTIONS, matrix_target(case_id, room_key),
+                               {"room": room_key, "actions": keys}, case_id)
+
+    async def transcript(self, tx: Tx, case_id: int, room_key: str) -> int:
+        return await self._put(tx, MATRIX_TRANSCRIPT, matrix_target(case_id, room_key),
+                               {"room": room_key}, case_id)
+
     async def notice(self, tx: Tx, room_key: str, content: dict[str, Any]) -> int:
         return await self._put(tx, MATRIX_NOTICE, matrix_target(None, room_key),
                                {"room": room_key, "content": content}, None)
 
     async def citizen_text(self, tx: Tx, case_id: int | None, channel: str, address: str,
-                           text: str, *, reply_to: str | None = None) -> int:
+                           text: str, *, reply_to: str | None = None, purpose: str | None = None) -> int:
         return await self._put(tx, CHANNEL_TEXT, channel_target(channel, address),
                                {"channel": channel, "address": address, "text": text,
-                                "reply_to": reply_to}, case_id)
+                                "reply_to": reply_to, "purpose": purpose}, case_id)
 
     async def mark_read(self, tx: Tx, channel: str, address: str, external_id: str) -> int:
         return await self._put(tx, CHANNEL_READ, channel_target(channel, address),

@@ -198,6 +198,30 @@ class Tx:
     async def get_case_by_ticket(self, ticket: str) -> Row | None:
         return await self._one("SELECT * FROM cases WHERE ticket = ?", ticket)
 
+    _CASE_FIELDS = frozenset({
+        "category", "state", "step", "holder_role", "assignee", "answer_draft", "approved_by",
+        "approved_at", "approved_role", "agenda_number", "outcome", "step_entered_at", "due_at",
+        "step_due_at", "closed_at", "linked_case_id", "unit", "waiting_since", "answered_at"})
+
+    async def update_case(self, case_id: int, **fields: Any) -> None:
+        unknown = set(fields) - self._CASE_FIELDS
+        if unknown:
+            raise ValueError(f"not case fields: {unknown}")
+        values = [ts(v) if isinstance(v, datetime) else v for v in fields.values()]
+        await self.db.execute(f"UPDATE cases SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                              (*values, case_id))
+
+    async def last_answered_case_of(self, citizen_id: int, since: datetime) -> Row | None:
+        return await self._one(
+            "SELECT * FROM cases WHERE citizen_id = ? AND state = 'closed' AND answered_at >= ?"
+            " ORDER BY answered_at DESC LIMIT 1", citizen_id, ts(since))
+
+    async def open_cases_held_by(self, role: str | None, unit: str | None) -> list[Row]:
+        """Open cases of a role (None: every role), soonest step deadline first."""
+        return await self._all(
+            "SELECT * FROM cases WHERE state != 'closed' AND (? IS NULL OR holder_role = ?)"
+            " AND (? IS NULL OR unit = ?) ORDER BY step_due_at, id LIMIT 200", role, role, unit, unit)
+
     async def add_event(self, case_id: int, *, at: datetime, actor: str, kind: str,
                         role: str | None = None, from_step: str | None = None,
                         to_step: str | None = None, note: str | None = None,
@@ -275,12 +299,22 @@ class Tx:
         return counts
 
     # -- deliveries ------------------------------------------------------------------
-    async def record_delivery(self, channel: str, external_id: str, *, outbox_id: int,
-                              case_id: int | None, at: datetime) -> None:
+    async def record_delivery(self, channel: str, external_id: str, *, outbox_id: int | None,
+                              case_id: int | None, at: datetime, purpose: str | None = None) -> None:
         await self.db.execute(
-            "INSERT INTO deliveries (channel, external_id, outbox_id, case_id, status, updated_at)"
-            " VALUES (?, ?, ?, ?, 'accepted', ?) ON CONFLICT DO NOTHING",
-            (channel, external_id, outbox_id, case_id, ts(at)))
+            "INSERT INTO deliveries (channel, external_id, outbox_id, case_id, status, updated_at, purpose)"
+            " VALUES (?, ?, ?, ?, 'accepted', ?, ?) ON CONFLICT DO NOTHING",
+            (channel, external_id, outbox_id, case_id, ts(at), purpose))
+
+    async def case_replies(self, case_id: int) -> list[Row]:
+        """What the bot said to the citizen about a case, with delivery states."""
+        rows = await self._all(
+            "SELECT o.id, o.payload, o.done_at, o.state, d.status, d.purpose FROM outbox o"
+            " LEFT JOIN deliveries d ON d.outbox_id = o.id"
+            " WHERE o.case_id = ? AND o.kind = 'channel.text' ORDER BY o.id", case_id)
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
 
     async def apply_status(self, st: StatusUpdate) -> Row | None:
         """Move a delivery forward to ``st.status``; returns the row when it moved.
@@ -316,6 +350,22 @@ class Tx:
 
     async def card_by_event(self, event_id: str) -> Row | None:
         return await self._one("SELECT * FROM cards WHERE event_id = ?", event_id)
+
+    async def cards_of(self, case_id: int) -> list[Row]:
+        return await self._all("SELECT * FROM cards WHERE case_id = ? ORDER BY posted_at", case_id)
+
+    async def card_reactions(self, card_event_id: str) -> dict[str, str]:
+        rows = await self._all("SELECT key, event_id FROM card_reactions WHERE card_event_id = ?",
+                               card_event_id)
+        return {r["key"]: r["event_id"] for r in rows}
+
+    async def add_card_reaction(self, card_event_id: str, key: str, event_id: str) -> None:
+        await self.db.execute("INSERT INTO card_reactions (card_event_id, key, event_id) VALUES (?, ?, ?)"
+                              " ON CONFLICT DO NOTHING", (card_event_id, key, event_id))
+
+    async def remove_card_reaction(self, card_event_id: str, key: str) -> None:
+        await self.db.execute("DELETE FROM card_reactions WHERE card_event_id = ? AND key = ?",
+                              (card_event_id, key))
 
     async def get_state(self, key: str) -> str | None:
         row = await self._one("SELECT value FROM matrix_state WHERE key = ?", key)

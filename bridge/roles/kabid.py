@@ -1,0 +1,10 @@
+"""Kepala Bidang ("kepala bidang yang membidangi"): answers escalated cases and gives paraf.
+
+The kabid uses the kasi's commands (!jawab, !paraf, !kembalikan); what the kabid may do
+in each step is the SOP profile's word.
+"""
+from __future__ import annotations
+
+from bridge.roles.base import Role
+
+ROLE = Role("kabid", "Kepala Bidang", rank=3)

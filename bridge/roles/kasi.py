@@ -1,0 +1,16 @@
+"""Kepala Seksi ("kasi yang membidangi"): verifies escalated cases, answers, approves, returns."""
+from __future__ import annotations
+
+from bridge.roles.base import Context, Role, command
+
+ROLE = Role("kasi", "Kepala Seksi", rank=2)
+
+
+@command("kembalikan", "return", usage="kembalikan ke Admin WA dengan catatan: !kembalikan <catatan>")
+async def kembalikan(ctx: Context) -> None:
+    await ctx.act("return")
+
+
+@command("paraf", "approve", usage="paraf (setujui) konsep jawaban; memberi nomor agenda bila diatur")
+async def paraf(ctx: Context) -> None:
+    await ctx.act("approve")

@@ -1,0 +1,121 @@
+"""The printable record of a case: the SOP's "print out WhatsApp", and the audit trail.
+
+One builder, two forms: HTML (posted as a file in the thread by ``!cetak``) and plain
+text (``python main.py case ADU-...``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from bridge.channels.base import InboundMessage
+from bridge.clock import parse_ts
+from bridge.messages import (CHANNEL_NAMES, DELIVERY_NAMES, ROLE_NAMES, describe_attachments, esc,
+                             history_line, local_time, multiline)
+from bridge.store import Row, Tx
+
+
+@dataclass(frozen=True)
+class Line:
+    at: datetime
+    who: str
+    text: str
+    note: str = ""          # attachments, delivery state
+
+
+@dataclass(frozen=True)
+class Record:
+    ticket: str
+    case: Row
+    citizen: Row
+    conversation: list[Line]
+    history: list[Row]
+
+
+class NotFound(LookupError):
+    pass
+
+
+async def build(tx: Tx, case_id: int) -> Record:
+    case = await tx.get_case(case_id)
+    if case is None:
+        raise NotFound(case_id)
+    citizen = await tx.get_citizen(case["citizen_id"])
+    assert citizen is not None
+    lines = [_citizen_line(m, citizen["name"]) for _, m in await tx.case_messages(case_id)]
+    for r in await tx.case_replies(case_id):
+        if r["done_at"]:
+            lines.append(Line(parse_ts(r["done_at"]), "Dinas (bot)", r["payload"]["text"],
+                              DELIVERY_NAMES.get(r["status"] or "", r["status"] or "")))
+    lines.sort(key=lambda line: line.at)
+    return Record(case["ticket"], case, citizen, lines, await tx.case_events(case_id))
+
+
+async def build_by_ticket(tx: Tx, ticket: str) -> Record:
+    case = await tx.get_case_by_ticket(ticket)
+    if case is None:
+        raise NotFound(ticket)
+    return await build(tx, case["id"])
+
+
+def _citizen_line(m: InboundMessage, name: str | None) -> Line:
+    files = describe_attachments(m.attachments)
+    return Line(m.at, name or "Pemohon", m.text, ("Lampiran: " + ", ".join(files)) if files else "")
+
+
+def _facts(r: Record) -> list[tuple[str, str]]:
+    c = r.case
+    facts = [
+        ("Nomor tiket", r.ticket),
+        ("Pemohon", f"{r.citizen['name'] or '-'} ({CHANNEL_NAMES.get(c['channel'], c['channel'])} "
+                    f"{r.citizen['address']})"),
+        ("Diterima", local_time(parse_ts(c["opened_at"]))),
+        ("Status", {"open": "dalam proses", "waiting": "menunggu pemohon", "closed": "selesai"}[c["state"]]
+         + (f" ({c['outcome']})" if c["outcome"] else "")),
+        ("Langkah", f"{c['step']} ({ROLE_NAMES.get(c['holder_role'], c['holder_role'])})"),
+    ]
+    if c["category"]:
+        facts.append(("Layanan", c["category"]))
+    if c["closed_at"]:
+        facts.append(("Ditutup", local_time(parse_ts(c["closed_at"]))))
+    if c["approved_at"]:
+        facts.append(("Paraf", f"{c['approved_by']} ({ROLE_NAMES.get(c['approved_role'], c['approved_role'])}), "
+                               f"{local_time(parse_ts(c['approved_at']))}"))
+    if c["agenda_number"]:
+        facts.append(("Nomor agenda", c["agenda_number"]))
+    if c["answer_draft"]:
+        facts.append(("Jawaban", c["answer_draft"]))
+    return facts
+
+
+def to_text(r: Record) -> str:
+    out = [f"TRANSKRIP PENGADUAN {r.ticket}", ""]
+    out += [f"{k}: {v}" for k, v in _facts(r)]
+    out += ["", "PERCAKAPAN"]
+    for line in r.conversation:
+        out.append(f"[{local_time(line.at)}] {line.who}: {line.text}" + (f" ({line.note})" if line.note else ""))
+    out += ["", "RIWAYAT TINDAK LANJUT"]
+    out += [history_line(e) for e in r.history]
+    return "\n".join(out) + "\n"
+
+
+def to_html(r: Record) -> str:
+    facts = "".join(f"<tr><th>{esc(k)}</th><td>{multiline(v)}</td></tr>" for k, v in _facts(r))
+    talk = "".join(
+        f"<tr><td>{esc(local_time(line.at))}</td><td>{esc(line.who)}</td><td>{multiline(line.text)}"
+        + (f"<br><small>{esc(line.note)}</small>" if line.note else "") + "</td></tr>"
+        for line in r.conversation)
+    history = "".join(f"<li>{esc(history_line(e))}</li>" for e in r.history)
+    return f"""<!doctype html>
+<html lang="id"><head><meta charset="utf-8"><title>Transkrip {esc(r.ticket)}</title>
+<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto}}table{{border-collapse:collapse;width:100%}}
+th,td{{border:1px solid #999;padding:.3em;text-align:left;vertical-align:top}}@media print{{body{{margin:0}}}}</style>
+</head><body>
+<h1>Transkrip pengaduan {esc(r.ticket)}</h1>
+<table>{facts}</table>
+<h2>Percakapan</h2>
+<table><tr><th>Waktu</th><th>Dari</th><th>Pesan</th></tr>{talk}</table>
+<h2>Riwayat tindak lanjut</h2>
+<ol>{history}</ol>
+</body></html>
+"""
