@@ -199,7 +199,7 @@ class Cases:
         """Make the bot's reactions on the card show what staff can do now."""
         if keys is None:
             keys = allowed_actions(self.profile, case["step"]) if case["state"] == "open" else ()
-        await self.outbox.reactions(tx, case["id"], room, list(keys))
+        await self.outbox.reactions(tx, case["id"], room, [k for k in keys if k in msgs.ACTION_REACTIONS])
 
     async def _reload(self, tx: Tx, case: Row) -> Row:
         row = await tx.get_case(case["id"])

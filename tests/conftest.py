@@ -36,14 +36,28 @@ async def graph():
 
 
 @pytest.fixture
-async def env(synapse_users: LocalSynapse, graph, tmp_path):
-    """A running bridge on its own rooms and database, with the admin staff member joined."""
+async def make_env(synapse_users: LocalSynapse, graph, tmp_path):
+    """Start a bridge on its own rooms and database: ``await make_env({"sop": {...}})``."""
     from tests.harness import Env, bridge_settings, new_prefix
-    prefix = new_prefix()
-    e = Env(synapse_users, graph, tmp_path, prefix, bridge_settings(synapse_users, graph, tmp_path, prefix=prefix))
-    await e.start_bridge()
-    e.admin = await e.staff_member("admin")
+    made = []
+
+    async def make(overrides: dict | None = None):
+        prefix = new_prefix()
+        data_dir = tmp_path / prefix
+        e = Env(synapse_users, graph, data_dir, prefix,
+                bridge_settings(synapse_users, graph, data_dir, prefix=prefix, overrides=overrides))
+        made.append(e)
+        await e.start_bridge()
+        e.admin = await e.staff_member("admin")
+        return e
     try:
-        yield e
+        yield make
     finally:
-        await e.close()
+        for e in made:
+            await e.close()
+
+
+@pytest.fixture
+async def env(make_env):
+    """A running bridge (SOP mojokerto) with the admin staff member joined to its room."""
+    return await make_env()

@@ -49,7 +49,10 @@ def bridge_settings(synapse: LocalSynapse, graph: FakeGraph, data_dir: Path, *, 
         "sop": {"profile": "mojokerto"},
     }
     for table, values in (overrides or {}).items():
-        data.setdefault(table, {}).update(values)
+        if isinstance(values, dict):
+            data.setdefault(table, {}).update(values)
+        else:
+            data[table] = values
     env = {"MATRIX_PASSWORD": PASSWORD, "WHATSAPP_TOKEN": graph.token,
            "WHATSAPP_APP_SECRET": graph.app_secret, "WHATSAPP_VERIFY_TOKEN": "verify-me"}
     return from_dict(data, env, base_dir=data_dir)
@@ -108,6 +111,26 @@ class StaffClient:
             bodies = [getattr(s.event, "body", type(s.event).__name__) for s in self.seen][-10:]
             raise AssertionError(f"{self.user_id} never saw {what}; last seen: {bodies}") from None
 
+    async def react(self, room_id: str, event_id: str, key: str) -> str:
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
+        resp = await self.client.room_send(room_id, "m.reaction", content)
+        assert isinstance(resp, nio.RoomSendResponse), resp
+        return resp.event_id
+
+    async def say(self, room_id: str, body: str, *, thread: str | None = None) -> str:
+        """A message as Element sends it; in a thread when ``thread`` names the root."""
+        content: dict[str, Any] = {"msgtype": "m.text", "body": body}
+        if thread:
+            content["m.relates_to"] = {"rel_type": "m.thread", "event_id": thread, "is_falling_back": True,
+                                       "m.in_reply_to": {"event_id": thread}}
+        resp = await self.client.room_send(room_id, "m.room.message", content)
+        assert isinstance(resp, nio.RoomSendResponse), resp
+        return resp.event_id
+
+    async def redact(self, room_id: str, event_id: str) -> None:
+        resp = await self.client.room_redact(room_id, event_id)
+        assert isinstance(resp, nio.RoomRedactResponse), resp
+
     def messages(self, room_id: str) -> list[Any]:
         return [s.event for s in self.seen if s.room_id == room_id
                 and isinstance(s.event, (nio.RoomMessageText, nio.RoomMessageNotice, nio.RoomMessageMedia))]
@@ -165,14 +188,17 @@ class Env:
         await self.stop_bridge()
         return await self.start_bridge()
 
-    async def staff_member(self, role: str) -> StaffClient:
-        """The staff member of ``role``, logged in and joined to the role's room."""
+    async def staff_member(self, role: str, *also: str) -> StaffClient:
+        """The staff member of ``role``, logged in and joined to the role's room
+        (and to the rooms keyed ``also``, e.g. a unit's room 'kasi:capil')."""
+        assert self.bridge and self.bridge.matrix
         if role not in self.staff:
-            assert self.bridge and self.bridge.matrix
             client = StaffClient(self.synapse, STAFF[role])
             await client.start()
             await client.join(self.bridge.matrix.rooms[role])
             self.staff[role] = client
+        for key in also:
+            await self.staff[role].join(self.bridge.matrix.rooms[key])
         return self.staff[role]
 
     async def send(self, payload: dict[str, Any], **kw: Any) -> tuple[int, str]:

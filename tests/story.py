@@ -1,0 +1,85 @@
+"""Helpers that let a test read like the SOP: who does what, and what they then see."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import nio
+
+from tests.harness import Env, Seen, StaffClient, in_thread_of, until
+
+
+@dataclass
+class Card:
+    ticket: str
+    room_id: str
+    event_id: str
+
+
+def body(seen: Seen) -> str:
+    return getattr(seen.event, "body", "") or ""
+
+
+async def complaint(env: Env, wa_id: str, text: str, name: str = "Siti Aminah") -> Card:
+    """A citizen writes; the Admin WA sees the new card."""
+    status, _ = await env.send(env.graph.text(wa_id, text, name=name))
+    assert status == 200
+    room = env.bridge.matrix.rooms["admin"]
+    seen = await env.admin.wait_for(
+        lambda s: s.room_id == room and body(s).startswith("📨 Pengaduan baru") and text.splitlines()[0] in body(s),
+        what="the new case card")
+    return Card(body(seen).split()[3], room, seen.event.event_id)
+
+
+async def card_in(env: Env, role: str, ticket: str, *, after: Card | None = None) -> Card:
+    """The card of ``ticket`` that appears in ``role``'s room (a newer one than ``after``)."""
+    client = await env.staff_member(role)
+    room = env.bridge.matrix.rooms[role]
+    seen = await client.wait_for(
+        lambda s: s.room_id == room and body(s).startswith("📨") and ticket in body(s).splitlines()[0]
+        and (after is None or s.event.event_id != after.event_id),
+        what=f"the card of {ticket} in the {role} room")
+    return Card(ticket, room, seen.event.event_id)
+
+
+async def bot_says(client: StaffClient, card: Card, contains: str) -> str:
+    """The bot's notice in the card's thread that contains ``contains``."""
+    seen = await client.wait_for(
+        lambda s: isinstance(s.event, nio.RoomMessageNotice) and in_thread_of(card.event_id)(s.event)
+        and contains in body(s), what=f"the bot saying {contains!r} in {card.ticket}'s thread")
+    return body(seen)
+
+
+async def react(env: Env, role: str, card: Card, key: str) -> str:
+    client = await env.staff_member(role)
+    return await client.react(card.room_id, card.event_id, key)
+
+
+async def command(env: Env, role: str, card: Card, text: str) -> str:
+    client = await env.staff_member(role)
+    return await client.say(card.room_id, text, thread=card.event_id)
+
+
+async def case_row(env: Env, ticket: str) -> dict[str, Any]:
+    async with env.bridge.store.reading() as tx:
+        row = await tx.get_case_by_ticket(ticket)
+    assert row is not None
+    return row
+
+
+async def case_reaches(env: Env, ticket: str, **expected: Any) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        row = await case_row(env, ticket)
+        return row if all(row[k] == v for k, v in expected.items()) else None
+    return await until(check, what=f"{ticket} to reach {expected}")
+
+
+async def steps_walked(env: Env, ticket: str) -> list[str]:
+    case = await case_row(env, ticket)
+    async with env.bridge.store.reading() as tx:
+        events = await tx.case_events(case["id"])
+    walked = [events[0]["to_step"]]
+    for e in events[1:]:
+        if e["to_step"] and e["to_step"] != walked[-1]:
+            walked.append(e["to_step"])
+    return walked
