@@ -1,6 +1,7 @@
 """Pengaduan bridge: citizens' complaints from WhatsApp into the office's Matrix rooms.
 
-    python main.py --config config.toml          run the bridge (until SIGINT/SIGTERM)
+    python main.py --config config.toml             run the bridge (until SIGINT/SIGTERM)
+    python main.py --config config.toml case ADU-…  print a case's transcript and history
 """
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import logging
 import signal
 import sys
 
+from bridge import transcript
 from bridge.app import Bridge
 from bridge.config import ConfigError, Settings, load
 from bridge.matrix import MatrixStartupError
 from bridge.privacy import MaskingFilter
+from bridge.store import Store
 
 log = logging.getLogger("bridge")
 
@@ -50,21 +53,40 @@ async def run(settings: Settings) -> None:
     log.info("bridge: stopped")
 
 
+def print_case(settings: Settings, ticket: str) -> str:
+    """The printable transcript of one case, as text, read from the database."""
+    async def read() -> str:
+        store = await Store.open(settings.database_path)
+        try:
+            async with store.reading() as tx:
+                return transcript.to_text(await transcript.build_by_ticket(tx, ticket.upper()))
+        finally:
+            await store.close()
+    return asyncio.run(read())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="main.py", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config.toml", help="path to config.toml")
-    parser.add_argument("command", nargs="?", default="run", choices=["run"],
-                        help="what to do (default: run the bridge)")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the bridge (the default)")
+    case = sub.add_parser("case", help="print a case's transcript and history")
+    case.add_argument("ticket", help="e.g. ADU-2026-000123")
     args = parser.parse_args(argv)
     setup_logging()
     try:
         settings = load(args.config)
         setup_logging(settings.log_format)
-        if args.command == "run":
+        if args.command == "case":
+            print(print_case(settings, args.ticket), end="")
+        else:
             asyncio.run(run(settings))
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except transcript.NotFound as e:
+        print(f"no case {e}", file=sys.stderr)
+        return 1
     except MatrixStartupError as e:
         print(f"cannot start: {e}", file=sys.stderr)
         return 2

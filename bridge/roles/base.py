@@ -108,7 +108,7 @@ def parse(body: str) -> Parsed | None:
     name = head.strip().lower()
     cmd = COMMANDS.get(name)
     if cmd is None:
-        return Parsed(Command((name,), "", _unknown), name, None, rest.strip())
+        return Parsed(Command((name,), "", _unknown, needs_case=False), name, None, rest.strip())
     rest = rest.strip()
     first, _, after = rest.partition(" ")
     first = first.strip()
