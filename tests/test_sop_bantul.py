@@ -76,3 +76,26 @@ async def test_to_the_kabid_and_back(bantul) -> None:
     assert row["approved_role"] == "kabid"            # the kabid's response counts as approved
     assert await steps_walked(env, card.ticket) == [
         "diterima", "verifikasi_admin", "verifikasi_kasi", "tanggapan_kabid", "jawab", "selesai"]
+
+
+async def test_a_failed_answer_goes_back_to_the_admin_to_resend(bantul) -> None:
+    env = bantul
+    card = await complaint(env, WARGA, "KTP-el rusak, minta cetak ulang")
+    await react(env, "admin", card, "👀")
+    await command(env, "admin", card, "!jawab Silakan datang ke Disdukcapil untuk cetak ulang.")
+    kasi_card = await card_in(env, "kasi", card.ticket)
+    await command(env, "kasi", kasi_card, "!paraf")
+    admin_card = await card_in(env, "admin", card.ticket, after=card)
+    await react(env, "admin", admin_card, "📤")
+    first = await env.graph.wait_for_sent(lambda r: "Jawaban atas pengaduan" in r["body"]["text"]["body"])
+    failed = env.graph.status(first["id"], "failed", WARGA,
+                              errors=[env.graph.status_error(131047, "Re-engagement message")])
+    await env.send(failed)
+    said = await bot_says(env.admin, admin_card, "GAGAL terkirim")
+    assert "131047" in said
+    await case_reaches(env, card.ticket, step="jawab", state="open")
+    await command(env, "admin", admin_card, "!kirim")
+    second = await env.graph.wait_for_sent(lambda r: "Jawaban atas pengaduan" in r["body"]["text"]["body"]
+                                           and r["id"] != first["id"])
+    await env.send(env.graph.status(second["id"], "delivered", WARGA))
+    await case_reaches(env, card.ticket, state="closed")

@@ -151,3 +151,31 @@ async def test_concurrent_approvals_get_agenda_numbers_without_gaps(make_env) ->
     await asyncio.gather(*(react(env, "kabid", c, "✍") for c in kabid_cards))   # without U+FE0F
     rows = [await case_reaches(env, c.ticket, step="kirim") for c in cards]
     assert sorted(r["agenda_number"] for r in rows) == sorted(f"470/{n}/TEST/2026" for n in range(1, 6))
+
+
+async def test_help_list_and_the_pimpinan_reading_any_case(env: Env) -> None:
+    card = await complaint(env, WARGA, "Layanan online error terus")
+    await env.admin.say(card.room_id, "!bantuan")
+    help_text = (await env.admin.wait_for(lambda s: body(s).startswith("Perintah ("))).event.body
+    for name in ("!ambil / !claim", "!paraf / !approve", "!tolak / !reject", "!cetak / !print"):
+        assert name in help_text
+    await env.admin.say(card.room_id, "!list")
+    listing = (await env.admin.wait_for(lambda s: body(s).startswith("Kasus terbuka"))).event.body
+    assert card.ticket in listing and "Verifikasi pengaduan" in listing
+    pimpinan = await env.staff_member("pimpinan")
+    room = env.bridge.matrix.rooms["pimpinan"]
+    await pimpinan.say(room, f"!status {card.ticket}")
+    status = await pimpinan.wait_for(lambda s: s.room_id == room and body(s).startswith(f"Status {card.ticket}"))
+    assert "Penanggung jawab: -" in body(status)
+    await pimpinan.say(room, "!daftar")
+    assert card.ticket in body(await pimpinan.wait_for(lambda s: s.room_id == room and "Kasus terbuka" in body(s)))
+
+
+async def test_the_bot_takes_back_reactions_that_no_longer_apply(env: Env) -> None:
+    card = await complaint(env, WARGA, "Kartu keluarga belum dicetak")
+    bot = env.bridge.matrix.user_id
+    tick = await env.admin.wait_for(lambda s: isinstance(s.event, nio.ReactionEvent) and s.event.sender == bot
+                                    and s.event.reacts_to == card.event_id and s.event.key == "✅")
+    await command(env, "admin", card, "!verifikasi")         # now in 'draf': nothing to verify
+    await env.admin.wait_for(lambda s: isinstance(s.event, nio.RedactionEvent)
+                             and s.event.redacts == tick.event.event_id, what="the bot's ✅ taken back")
