@@ -10,7 +10,6 @@ guided questions come with the citizen conversation.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from typing import Sequence
@@ -23,18 +22,20 @@ from bridge.clock import Clock
 from bridge.outbox import Outbox
 from bridge.privacy import mask_phone
 from bridge.store import Row, Store, Tx
+from bridge.worker import Worker
 
 log = logging.getLogger(__name__)
 
 
-class Intake:
+class Intake(Worker):
+    name = "intake"
+
     def __init__(self, store: Store, cases: Cases, outbox: Outbox, clock: Clock) -> None:
+        super().__init__()
         self.store = store
         self.cases = cases
         self.outbox = outbox
         self.clock = clock
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.received = 0
 
     # -- the sink --------------------------------------------------------------------
@@ -51,7 +52,7 @@ class Intake:
                 if moved:
                     await self._status_moved(tx, moved, st)
         if messages:
-            self._wakeup.set()
+            self.wake()
         if statuses:
             self.outbox.wake()
 
@@ -70,34 +71,7 @@ class Intake:
             await self.outbox.thread(tx, case["id"], self.cases.holder_room(case),
                                      msgs.delivery_status(case["ticket"], st.status).notice())
 
-    # -- the worker ------------------------------------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="intake")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            self._wakeup.clear()
-            try:
-                done = await self.run_once()
-            except Exception:
-                log.exception("intake: processing failed; retrying shortly")
-                done = 0
-                await asyncio.sleep(1)
-            if not done:
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), 30)
-                except TimeoutError:
-                    pass
-
+    # -- the worker ----------------------------------------------------------------
     async def run_once(self) -> int:
         async with self.store.reading() as tx:
             pending = await tx.pending_inbound()

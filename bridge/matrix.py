@@ -18,6 +18,7 @@ from bridge.config import ROLES, Settings
 from bridge.errors import DeliveryError
 from bridge.messages import ROLE_NAMES
 from bridge.store import Store
+from bridge.worker import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -226,13 +227,8 @@ class MatrixBot:
         raise _error("upload", resp)
 
     async def stop(self) -> None:
-        if self._sync_task:
-            self._sync_task.cancel()
-            try:
-                await self._sync_task
-            except asyncio.CancelledError:
-                pass
-            self._sync_task = None
+        await cancel_and_wait(self._sync_task)
+        self._sync_task = None
         await self.client.close()
 
 

@@ -18,6 +18,7 @@ from bridge.channels.base import Attachment
 from bridge.clock import Clock, parse_ts
 from bridge.errors import DeliveryError
 from bridge.store import Row, Store, Tx
+from bridge.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -127,56 +128,30 @@ Handler = Callable[[Delivery], Awaitable["Finish | None"]]
 Finish = Callable[[Tx], Awaitable[dict[str, Any] | None]]
 
 
-class Dispatcher:
+class Dispatcher(Worker):
+    name = "outbox"
+
     def __init__(self, store: Store, outbox: Outbox, clock: Clock, *, batch: int = 32,
                  on_dead: Callable[[Row, str], Awaitable[None]] | None = None) -> None:
+        super().__init__(outbox.wakeup)
         self.store = store
-        self.outbox = outbox
         self.clock = clock
         self.batch = batch
         self.on_dead = on_dead
         self.handlers: dict[str, Handler] = {}
-        self._task: asyncio.Task[None] | None = None
         self.delivered = 0
         self.failures = 0
 
     def register(self, kind: str, handler: Handler) -> None:
         self.handlers[kind] = handler
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-dispatcher")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            self.outbox.wakeup.clear()
-            try:
-                delivered = await self.run_once()
-            except Exception:
-                log.exception("outbox: dispatch round failed")
-                delivered = 0
-            if delivered:
-                continue
-            await self._sleep_until_due()
-
-    async def _sleep_until_due(self) -> None:
+    async def idle_seconds(self) -> float:
+        """Until the next retry is due (at most 30 s; a new row wakes us sooner)."""
         async with self.store.reading() as tx:
             next_due = await tx.next_outbox_due()
-        timeout = 30.0
-        if next_due:
-            timeout = min(timeout, max(0.05, (parse_ts(next_due) - self.clock()).total_seconds()))
-        try:
-            await asyncio.wait_for(self.outbox.wakeup.wait(), timeout)
-        except TimeoutError:
-            pass
+        if not next_due:
+            return 30.0
+        return min(30.0, max(0.05, (parse_ts(next_due) - self.clock()).total_seconds()))
 
     async def run_once(self) -> int:
         """Deliver the due head row of every target once; returns how many were done."""
