@@ -22,6 +22,9 @@ from bridge.outbox import MATRIX_NOTICE, Dispatcher, Outbox
 from bridge.staff import Desk
 from bridge.store import Row, Store
 from bridge.web import HttpServer, make_app
+from schedules import Schedules
+from schedules.digest import DailyDigest
+from schedules.sla import SlaCheck
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ class Bridge:
         self.settings = settings
         self.clock = clock
         self.profile = settings.sop
+        msgs.set_display_timezone(settings.sla.calendar.tz.key)
         self.channels: dict[str, Channel] = {}
         if settings.whatsapp.enabled:
             self.channels["whatsapp"] = WhatsAppChannel.from_settings(settings.whatsapp)
@@ -51,7 +55,7 @@ class Bridge:
         self.store = store = await Store.open(s.database_path)
         self._started.append(store)
         self.outbox = Outbox(self.clock)
-        self.cases = Cases(self.profile, self.outbox, self.clock,
+        self.cases = Cases(self.profile, self.outbox, self.clock, s.sla.policy,
                            units=tuple(Unit(u.name, u.categories) for u in s.units))
         self.intake = Intake(store, self.cases, self.outbox, self.clock)
 
@@ -69,6 +73,13 @@ class Bridge:
         self._started.append(self.intake)
         self.dispatcher.start()
         self._started.append(self.dispatcher)
+
+        self.sla = SlaCheck(store, self.cases, self.outbox, s.staff, self.clock, self.matrix.rooms)
+        self.digest = DailyDigest(store, self.profile, s.sla.calendar, self.outbox, self.clock)
+        self.schedules = Schedules(s.sla.calendar.tz.key, s.sla.check_seconds, self.sla.run_once,
+                                   s.sla.digest_time.hour, s.sla.digest_time.minute, self.digest.run)
+        await self.schedules.start()
+        self._started.append(self.schedules)
 
         routes = [r for ch in self.channels.values() for r in ch.routes()]
         self.http = HttpServer(make_app(routes, self.health), s.http.host, s.http.port)

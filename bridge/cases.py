@@ -14,10 +14,10 @@ from typing import Any
 from bridge import messages as msgs
 from bridge.channels.base import InboundMessage
 from bridge.clock import Clock, parse_ts
-from bridge.messages import DISPLAY_TZ
 from bridge.outbox import Outbox
 from bridge.store import Row, Tx
-from bridge.workflow import (CaseView, Decision, Profile, Step, agenda_number, allowed_actions)
+from bridge.workflow import CaseView, Decision, Profile, Step, agenda_number, allowed_actions
+from bridge.worktime import SlaPolicy
 
 BOT = "bot"
 CITIZEN = "citizen"
@@ -42,11 +42,13 @@ def view(case: Row) -> CaseView:
 
 
 class Cases:
-    def __init__(self, profile: Profile, outbox: Outbox, clock: Clock,
+    def __init__(self, profile: Profile, outbox: Outbox, clock: Clock, policy: SlaPolicy,
                  units: tuple[Unit, ...] = ()) -> None:
         self.profile = profile
         self.outbox = outbox
         self.clock = clock
+        self.policy = policy
+        self.calendar = policy.calendar
         self.units = units
 
     # -- where a case lives ----------------------------------------------------------
@@ -67,7 +69,7 @@ class Cases:
         return self.room_for(case["holder_role"], case["unit"])
 
     def _year(self, now: datetime) -> int:
-        return now.astimezone(DISPLAY_TZ).year
+        return now.astimezone(self.calendar.tz).year
 
     # -- citizen side ----------------------------------------------------------------
     async def open(self, tx: Tx, citizen: Row, msg: InboundMessage, *, category: str | None = None) -> Row:
@@ -75,16 +77,14 @@ class Cases:
         now = self.clock()
         ticket = ticket_number(self._year(now), await tx.next_in_sequence(f"ticket/{self._year(now)}"))
         step = self.profile.first_staff_step
-        due_at = now + timedelta(minutes=self.profile.total_minutes)
+        warn_at, due_at = self.policy.deadlines(now, self.profile.total_minutes)
         linked = await tx.last_answered_case_of(citizen["id"], now - timedelta(days=LINK_DAYS))
         case_id = await tx.create_case(
             ticket=ticket, citizen_id=citizen["id"], channel=msg.channel, summary=msg.text[:2000],
-            step=step.id, holder_role=step.role, opened_at=now, due_at=due_at,
-            step_due_at=now + timedelta(minutes=step.minutes), category=category,
-            linked_case_id=linked["id"] if linked else None)
-        unit = self.unit_for(category)
-        if unit:
-            await tx.update_case(case_id, unit=unit)
+            step=step.id, holder_role=step.role, opened_at=now, due_at=due_at, step_due_at=None,
+            category=category, linked_case_id=linked["id"] if linked else None)
+        await tx.update_case(case_id, warn_at=warn_at, unit=self.unit_for(category), **self._enter(step, now))
+        await self._schedule(tx, case_id)
         await tx.add_event(case_id, at=now, actor=BOT, kind="opened", to_step=step.id,
                            note=f"Pengaduan diterima lewat {msgs.CHANNEL_NAMES.get(msg.channel, msg.channel)}",
                            data={"inbound": msg.external_id, **({"linked": linked["ticket"]} if linked else {})})
@@ -94,9 +94,10 @@ class Cases:
         await self.outbox.card(tx, case_id, room, (await self._card(tx, case, citizen, msg)).content())
         await self._attachments(tx, case_id, room, msg)
         await self._reactions(tx, case, room)
+        opens = None if self.calendar.is_open(now) else self.calendar.next_open(now)
         await self.outbox.citizen_text(
             tx, case_id, msg.channel, citizen["address"],
-            msgs.ticket_reply(ticket, self.profile.total_minutes, citizen["name"]),
+            msgs.ticket_reply(ticket, self.profile.total_minutes, citizen["name"], due_at, opens),
             reply_to=msg.external_id)
         return case
 
@@ -118,7 +119,9 @@ class Cases:
             await self.outbox.thread(tx, case["id"], room,
                                      msgs.citizen_followup(msg, citizen["name"]).content())
         if case["state"] == "waiting":
-            await tx.update_case(case["id"], state="open", waiting_since=None)
+            await tx.update_case(case["id"], state="open", waiting_since=None,
+                                 **self._resumed(case, parse_ts(case["waiting_since"]), now))
+            await self._schedule(tx, case["id"])
             await tx.add_event(case["id"], at=now, actor=CITIZEN, kind="citizen_answered",
                                from_step=case["step"], to_step=case["step"])
             step = self.profile.step(case["step"])
@@ -160,6 +163,7 @@ class Cases:
             fields.update(state="closed", closed_at=now, outcome=d.closes)
         if fields:
             await tx.update_case(case["id"], **fields)
+            await self._schedule(tx, case["id"])
         await tx.add_event(case["id"], at=now, actor=actor, role=role, kind=d.action,
                            from_step=d.from_step, to_step=d.to_step, note=note, data=data or None)
         new = await self._reload(tx, case)
@@ -167,8 +171,26 @@ class Cases:
         return new
 
     def _enter(self, step: Step, now: datetime) -> dict[str, Any]:
+        """The fields of a case entering ``step`` now: its holder and its fresh step clock."""
+        warn_at, due_at = self.policy.deadlines(now, step.minutes) if step.minutes else (None, None)
         return {"step": step.id, "holder_role": step.role if step.role != CITIZEN else "admin",
-                "step_entered_at": now, "step_due_at": now + timedelta(minutes=step.minutes)}
+                "step_entered_at": now, "step_warn_at": warn_at, "step_due_at": due_at, "step_alerts": 0}
+
+    def _resumed(self, case: Row, since: datetime, now: datetime) -> dict[str, Any]:
+        """The clocks after waiting for the citizen: the working time left is kept, not spent."""
+        out: dict[str, Any] = {}
+        for key in ("step_warn_at", "step_due_at", "warn_at", "due_at"):
+            if case[key]:
+                left = self.calendar.between(since, parse_ts(case[key]))
+                if left > 0:
+                    out[key] = self.calendar.add(now, left)
+        return out
+
+    async def _schedule(self, tx: Tx, case_id: int) -> None:
+        """Keep next_alert_at (what the SLA check's index reads) true to the case."""
+        case = await tx.get_case(case_id)
+        assert case is not None
+        await tx.update_case(case_id, next_alert_at=next_alert_at(self.policy, case))
 
     async def _effects(self, tx: Tx, old: Row, new: Row, old_room: str, actor: str, role: str,
                        d: Decision, text: str) -> None:
@@ -223,7 +245,8 @@ class Cases:
         if case["state"] == "closed":
             return
         now = self.clock()
-        await tx.update_case(case["id"], state="closed", closed_at=now, answered_at=now, outcome="dijawab")
+        await tx.update_case(case["id"], state="closed", closed_at=now, answered_at=now, outcome="dijawab",
+                             next_alert_at=None)
         await tx.add_event(case["id"], at=now, actor=CITIZEN, kind="answer_delivered",
                            from_step=case["step"], to_step=case["step"], note=status)
         room = self.holder_room(case)
@@ -239,6 +262,7 @@ class Cases:
         back = self.profile.step(sent["from_step"]) if sent else self.profile.step(case["step"])
         now = self.clock()
         await tx.update_case(case["id"], **self._enter(back, now))
+        await self._schedule(tx, case["id"])
         await tx.add_event(case["id"], at=now, actor=BOT, kind="answer_failed",
                            from_step=case["step"], to_step=back.id, note=error)
         new = await self._reload(tx, case)
@@ -248,5 +272,12 @@ class Cases:
         await self._reactions(tx, new, room)
 
 
-def due(case: Row, key: str = "step_due_at") -> datetime | None:
-    return parse_ts(case[key]) if case[key] else None
+def next_alert_at(policy: SlaPolicy, case: Row) -> datetime | None:
+    """When the next warning, breach or reminder of an open case is due (None: none)."""
+    if case["state"] != "open":
+        return None
+    times = [policy.next_alert(case[level], parse_ts(case[warn]), parse_ts(case[due]))
+             for level, warn, due in (("step_alerts", "step_warn_at", "step_due_at"),
+                                      ("total_alerts", "warn_at", "due_at"))
+             if case[due]]
+    return min(times, default=None)

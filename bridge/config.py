@@ -9,10 +9,13 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import date, time
 from pathlib import Path
 from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.workflow import Profile, ProfileError, load_profile
+from bridge.worktime import DEFAULT_HOURS, WEEKDAYS, SlaPolicy, WorkCalendar
 
 ROLES = ("admin", "kasi", "kabid", "pimpinan")
 _USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
@@ -48,6 +51,17 @@ class UnitSettings:
 
 
 @dataclass(frozen=True)
+class SlaSettings:
+    policy: SlaPolicy              # the working calendar, warn ratio and reminder interval
+    check_seconds: float
+    digest_time: time
+
+    @property
+    def calendar(self) -> WorkCalendar:
+        return self.policy.calendar
+
+
+@dataclass(frozen=True)
 class WhatsAppSettings:
     enabled: bool
     graph_url: str
@@ -74,6 +88,7 @@ class Settings:
     database_path: Path
     data_dir: Path
     sop: Profile
+    sla: SlaSettings
     units: tuple[UnitSettings, ...] = ()
     log_format: str = "text"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -145,8 +160,49 @@ def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path) -
     if log_format not in ("text", "json"):
         raise ConfigError(f"[logging] format: must be \"text\" or \"json\", not {log_format!r}")
     return Settings(matrix=matrix, rooms=rooms, staff=staff, whatsapp=whatsapp, http=http,
-                    database_path=db, data_dir=db.parent, sop=profile, units=_units(data),
+                    database_path=db, data_dir=db.parent, sop=profile, units=_units(data), sla=_sla(data),
                     log_format=log_format, raw=data)
+
+
+def _sla(data: dict[str, Any]) -> SlaSettings:
+    r = _Reader(data, {})
+    tz = r.get("sla", "timezone", str, "Asia/Jakarta")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"[sla] timezone: unknown timezone {tz!r} (e.g. Asia/Jakarta, Asia/Makassar)") from None
+    hours = r.get("sla", "hours", dict, DEFAULT_HOURS)
+    for day, periods in hours.items():
+        if day not in WEEKDAYS:
+            raise ConfigError(f"[sla.hours] {day}: not a day (use {', '.join(WEEKDAYS)})")
+        if not isinstance(periods, list) or not all(isinstance(p, str) for p in periods):
+            raise ConfigError(f"[sla.hours] {day}: must be a list like [\"07:30-11:30\", \"13:00-16:00\"]")
+    days_off = []
+    for key in ("cuti_bersama", "local_holidays"):
+        for d in r.get("sla", key, list, []):
+            if not isinstance(d, date):
+                raise ConfigError(f"[sla] {key}: {d!r} is not a date (write 2026-12-24, without quotes)")
+            days_off.append(d)
+    try:
+        calendar = WorkCalendar.from_config(
+            tz, hours, days_off,
+            national=r.get("sla", "national_holidays", bool, True),
+            cuti_bersama_nasional=r.get("sla", "cuti_bersama_nasional", bool, True))
+    except ValueError as e:
+        raise ConfigError(f"[sla.hours]: {e}") from None
+    warn_ratio = r.get("sla", "warn_ratio", float, 0.8)
+    if not 0 < warn_ratio <= 1:
+        raise ConfigError("[sla] warn_ratio: must be more than 0 and at most 1")
+    remind = r.get("sla", "remind_minutes", int, 30)
+    check = r.get("sla", "check_seconds", (int, float), 30)
+    if remind <= 0 or check <= 0:
+        raise ConfigError("[sla] remind_minutes and check_seconds: must be positive")
+    digest = r.get("sla", "digest_time", str, "07:30")
+    try:
+        digest_time = time.fromisoformat(digest)
+    except ValueError:
+        raise ConfigError(f"[sla] digest_time: {digest!r} is not a time like \"07:30\"") from None
+    return SlaSettings(SlaPolicy(calendar, warn_ratio, remind), float(check), digest_time)
 
 
 def _units(data: dict[str, Any]) -> tuple[UnitSettings, ...]:
@@ -183,7 +239,7 @@ class _Reader:
 
     _MISSING = object()
 
-    def get(self, table: str, key: str, typ: type, default: Any = _MISSING) -> Any:
+    def get(self, table: str, key: str, typ: Any, default: Any = _MISSING) -> Any:
         section = self.data.get(table, {})
         if not isinstance(section, dict):
             raise ConfigError(f"[{table}]: must be a table")
@@ -193,8 +249,11 @@ class _Reader:
             return default
         value = section[key]
         # bool is an int in Python; keep them apart so port = true is refused.
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            raise ConfigError(f"[{table}] {key}: must be {typ.__name__}, not {value!r}")
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, typ) or (typ in (int, float, (int, float)) and isinstance(value, bool)):
+            name = typ.__name__ if isinstance(typ, type) else "a number"
+            raise ConfigError(f"[{table}] {key}: must be {name}, not {value!r}")
         if typ is str and not value.strip():
             raise ConfigError(f"[{table}] {key}: must not be empty")
         return value

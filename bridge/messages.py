@@ -44,7 +44,7 @@ def duration(minutes: int) -> str:
 
 def local_time(dt: datetime, *, date: bool = True) -> str:
     local = dt.astimezone(DISPLAY_TZ)
-    return local.strftime("%d-%m-%Y %H:%M WIB" if date else "%H:%M")
+    return local.strftime(f"%d-%m-%Y %H:%M {tz_label()}" if date else "%H:%M")
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,36 @@ class Rich:
 
 
 # -- to the citizen --------------------------------------------------------------------
-def ticket_reply(ticket: str, total_minutes: int, name: str | None) -> str:
+def ticket_reply(ticket: str, total_minutes: int, name: str | None, due_at: datetime,
+                 opens_at: datetime | None = None) -> str:
+    """The first answer: the ticket, the SOP's time, and when the office starts if closed now."""
     greeting = f"Terima kasih, {name}." if name else "Terima kasih."
-    return (f"{greeting} Pengaduan Anda sudah kami terima dengan nomor tiket {ticket}.\n"
-            f"Perkiraan waktu penyelesaian: {duration(total_minutes)} (jam kerja).\n"
-            "Pesan dan lampiran yang Anda kirim berikutnya akan kami tambahkan ke pengaduan ini.")
+    lines = [f"{greeting} Pengaduan Anda sudah kami terima dengan nomor tiket {ticket}.",
+             f"Perkiraan waktu penyelesaian: {duration(total_minutes)} jam kerja "
+             f"(paling lambat {local_day_time(due_at)})."]
+    if opens_at is not None:
+        lines.append(f"Saat ini di luar jam kerja; petugas kami mulai menanganinya {local_day_time(opens_at)}.")
+    lines.append("Pesan dan lampiran yang Anda kirim berikutnya akan kami tambahkan ke pengaduan ini.")
+    return "\n".join(lines)
+
+
+DAY_NAMES = ("Senin", "Selasa", "Rabu", "Kamis", "Jumat", "Sabtu", "Minggu")
+
+
+def local_day_time(dt: datetime) -> str:
+    """'Senin, 23-11-2026 pukul 07:30 WIB'"""
+    local = dt.astimezone(DISPLAY_TZ)
+    return f"{DAY_NAMES[local.weekday()]}, {local.strftime('%d-%m-%Y')} pukul {local.strftime('%H:%M')} {tz_label()}"
+
+
+def tz_label() -> str:
+    return {"Asia/Makassar": "WITA", "Asia/Jayapura": "WIT"}.get(str(DISPLAY_TZ), "WIB")
+
+
+def set_display_timezone(name: str) -> None:
+    """Times staff and citizens read are in the office's timezone ([sla] timezone)."""
+    global DISPLAY_TZ
+    DISPLAY_TZ = ZoneInfo(name)
 
 
 UNSUPPORTED_REPLY = ("Maaf, jenis pesan ini belum dapat kami proses. Silakan kirim pengaduan "
@@ -251,3 +276,38 @@ def case_list(room_key: str, cases: list["Row"], profile: Any) -> Rich:
         lines.append(f"{c['ticket']} · {profile.step(c['step']).name} · tenggat {due}"
                      + (" · menunggu pemohon" if c["state"] == "waiting" else ""))
     return Rich("\n".join(lines), "<br>".join(esc(line) for line in lines))
+
+
+# -- SLA -------------------------------------------------------------------------------
+def pill(user_id: str) -> str:
+    return f'<a href="https://matrix.to/#/{esc(user_id)}">{esc(user_id)}</a>'
+
+
+def sla_alert(*, case: "Row", step: "Step", scope: str, level: int, late_minutes: float,
+              holders: list[str], link: str | None, total_minutes: int) -> Rich:
+    """A warning (level 1), a breach (2) or a reminder (3+) about a step or the whole case."""
+    what = (f"langkah \"{step.name}\" ({ROLE_NAMES.get(step.role, step.role)}, {duration(step.minutes)})"
+            if scope == "step" else f"waktu penyelesaian total ({duration(total_minutes)})")
+    due = parse_ts(case["step_due_at"] if scope == "step" else case["due_at"])
+    if level == 1:
+        head = f"⏳ Peringatan SLA {case['ticket']}: {what} berakhir {local_time(due, date=False)}."
+    else:
+        late = duration(int(late_minutes))
+        head = (f"🚨 Lewat SLA {case['ticket']}: {what} terlambat {late}." if level == 2 else
+                f"🔁 Pengingat: {case['ticket']} masih lewat SLA ({what}), terlambat {late}.")
+    body = head + f"\nDitangani: {', '.join(holders) or ROLE_NAMES.get(step.role, step.role)}"
+    html_ = esc(head) + "<br>Ditangani: " + (", ".join(pill(h) for h in holders) or esc(ROLE_NAMES.get(step.role, "")))
+    if link:
+        body += f"\nKartu: {link}"
+        html_ += f'<br><a href="{esc(link)}">Buka kartu kasus</a>'
+    return Rich(body, html_)
+
+
+def clock_line(label: str, due: datetime | None, left_minutes: float | None, paused: bool) -> str:
+    if due is None:
+        return f"{label}: -"
+    if paused:
+        return f"{label}: berhenti (menunggu pemohon), sisa {duration(int(left_minutes or 0))}"
+    if left_minutes is not None and left_minutes < 0:
+        return f"{label}: lewat {duration(int(-left_minutes))} (tenggat {local_time(due)})"
+    return f"{label}: sisa {duration(int(left_minutes or 0))} jam kerja (tenggat {local_time(due)})"

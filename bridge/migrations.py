@@ -178,3 +178,22 @@ async def staff_workflow(db: aiosqlite.Connection) -> None:
     );
     CREATE INDEX cases_citizen_closed ON cases (citizen_id, closed_at);
     """)
+
+
+@upgrade(3)
+async def sla_clocks(db: aiosqlite.Connection) -> None:
+    await db.executescript("""
+    ALTER TABLE cases ADD COLUMN step_warn_at TEXT;
+    ALTER TABLE cases ADD COLUMN warn_at TEXT;              -- of the total deadline (due_at)
+    ALTER TABLE cases ADD COLUMN step_alerts INTEGER NOT NULL DEFAULT 0;   -- 1 warned, 2 breached, 3+ reminded
+    ALTER TABLE cases ADD COLUMN total_alerts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE cases ADD COLUMN next_alert_at TEXT;        -- NULL: nothing to watch (closed, waiting)
+
+    DROP INDEX cases_step_due;
+    -- The SLA check reads only this index: the cases whose next alert is due.
+    CREATE INDEX cases_next_alert ON cases (next_alert_at) WHERE next_alert_at IS NOT NULL;
+    CREATE INDEX cases_opened ON cases (opened_at);
+    CREATE INDEX cases_closed ON cases (closed_at) WHERE closed_at IS NOT NULL;
+    CREATE INDEX cases_open_state ON cases (state, holder_role) WHERE state != 'closed';
+    CREATE INDEX case_events_at ON case_events (at);
+    """)

@@ -15,7 +15,7 @@ import nio
 
 from bridge import messages as msgs
 from bridge.cases import Cases, view
-from bridge.clock import Clock
+from bridge.clock import Clock, parse_ts
 from bridge.matrix import MatrixBot
 from bridge.outbox import Outbox
 from bridge.roles.base import REACTION_TEXT, Parsed, load_all, parse, reaction_action
@@ -151,7 +151,9 @@ class StaffContext:
             await self.desk.outbox.notice(self.tx, room, message.notice())
 
     async def read(self, what: str) -> Any:
-        assert what in ("status", "history", "list", "print")
+        assert what in ("status", "history", "list", "print", "sla")
+        if what == "sla":
+            return await self._sla()
         if what == "print":
             assert self.case is not None
             await self.desk.outbox.transcript(self.tx, self.case["id"], self.room_key or "admin")

@@ -201,7 +201,8 @@ class Tx:
     _CASE_FIELDS = frozenset({
         "category", "state", "step", "holder_role", "assignee", "answer_draft", "approved_by",
         "approved_at", "approved_role", "agenda_number", "outcome", "step_entered_at", "due_at",
-        "step_due_at", "closed_at", "linked_case_id", "unit", "waiting_since", "answered_at"})
+        "step_due_at", "closed_at", "linked_case_id", "unit", "waiting_since", "answered_at",
+        "step_warn_at", "warn_at", "step_alerts", "total_alerts", "next_alert_at"})
 
     async def update_case(self, case_id: int, **fields: Any) -> None:
         unknown = set(fields) - self._CASE_FIELDS
@@ -221,6 +222,44 @@ class Tx:
         return await self._all(
             "SELECT * FROM cases WHERE state != 'closed' AND (? IS NULL OR holder_role = ?)"
             " AND (? IS NULL OR unit = ?) ORDER BY step_due_at, id LIMIT 200", role, role, unit, unit)
+
+    async def cases_due_for_alert(self, now: datetime, limit: int = 500) -> list[Row]:
+        """Open cases whose next SLA alert is due: one range read on cases_next_alert."""
+        return await self._all(
+            "SELECT * FROM cases WHERE next_alert_at IS NOT NULL AND next_alert_at <= ?"
+            " ORDER BY next_alert_at LIMIT ?", ts(now), limit)
+
+    async def raise_alert_level(self, case_id: int, scope: str, old: int, new: int) -> bool:
+        """Claim an alert: only one check (or process) moves a level, so each alert goes once."""
+        column = {"step": "step_alerts", "total": "total_alerts"}[scope]
+        async with self.db.execute(f"UPDATE cases SET {column} = ? WHERE id = ? AND {column} = ?",
+                                   (new, case_id, old)) as cur:
+            return cur.rowcount == 1
+
+    # -- reports ---------------------------------------------------------------------
+    async def count_opened(self, start: datetime, end: datetime) -> int:
+        row = await self._one("SELECT count(*) AS n FROM cases WHERE opened_at >= ? AND opened_at < ?",
+                              ts(start), ts(end))
+        return row["n"]
+
+    async def closed_between(self, start: datetime, end: datetime) -> list[Row]:
+        return await self._all("SELECT * FROM cases WHERE closed_at >= ? AND closed_at < ? ORDER BY closed_at",
+                               ts(start), ts(end))
+
+    async def open_counts(self) -> list[Row]:
+        return await self._all("SELECT step, holder_role, state, count(*) AS n,"
+                               " sum(step_alerts >= 2 OR total_alerts >= 2) AS breached"
+                               " FROM cases WHERE state != 'closed' GROUP BY step, holder_role, state")
+
+    async def oldest_open(self, limit: int) -> list[Row]:
+        return await self._all("SELECT * FROM cases WHERE state != 'closed' ORDER BY opened_at LIMIT ?", limit)
+
+    async def events_of_cases_active_between(self, start: datetime, end: datetime) -> list[Row]:
+        """Every event of the cases that had an event in the window, in order per case."""
+        return await self._all(
+            "SELECT * FROM case_events WHERE case_id IN"
+            " (SELECT DISTINCT case_id FROM case_events WHERE at >= ? AND at < ?) ORDER BY case_id, id",
+            ts(start), ts(end))
 
     async def add_event(self, case_id: int, *, at: datetime, actor: str, kind: str,
                         role: str | None = None, from_step: str | None = None,

@@ -100,3 +100,37 @@ steps = [
 ]'''))
     with pytest.raises(ConfigError, match="leads to unknown step 'hilang'"):
         load(broken, ENV)
+
+
+def test_sla_section(tmp_path: Path) -> None:
+    p = _config(tmp_path, ('[logging]', '''[sla]
+timezone = "Asia/Makassar"
+warn_ratio = 0.75
+remind_minutes = 20
+digest_time = "08:00"
+cuti_bersama = [2026-12-31]
+[sla.hours]
+mon = ["08:00-12:00", "13:00-16:00"]
+fri = ["08:00-11:00"]
+
+[logging]'''))
+    s = load(p, ENV).sla
+    assert s.policy.warn_ratio == 0.75 and s.policy.remind_minutes == 20 and s.digest_time.hour == 8
+    assert s.calendar.tz.key == "Asia/Makassar"
+    from datetime import date
+    assert s.calendar.day_off(date(2026, 12, 31)) and s.calendar.day_off(date(2026, 12, 1))   # Tuesday: no hours
+
+
+@pytest.mark.parametrize("sla,message", [
+    ('timezone = "Mars/Olympus"', "[sla] timezone"),
+    ('warn_ratio = 1.5', "[sla] warn_ratio"),
+    ('digest_time = "pagi"', "[sla] digest_time"),
+    ('cuti_bersama = ["24-12-2026"]', "[sla] cuti_bersama"),
+    ('hours = { senin = ["07:30-16:00"] }', "[sla.hours] senin"),
+    ('hours = { mon = ["16:00-07:00"] }', "[sla.hours]"),
+])
+def test_bad_sla_keys_are_named(tmp_path: Path, sla: str, message: str) -> None:
+    p = _config(tmp_path, ('[logging]', f'[sla]\n{sla}\n\n[logging]'))
+    with pytest.raises(ConfigError) as e:
+        load(p, ENV)
+    assert message in str(e.value)

@@ -28,6 +28,12 @@ async def cetak(ctx: Context) -> None:
         await ctx.read("print")
 
 
+@command("sla", usage="jam SLA kasus ini; di luar utas: kasus ruang ini menurut sisa waktu", needs_case=False)
+async def sla(ctx: Context) -> None:
+    if ctx.case is None or await ctx.act("status"):
+        await ctx.reply(await ctx.read("sla"))
+
+
 @command("daftar", "list", usage="kasus terbuka di ruang ini", needs_case=False)
 async def daftar(ctx: Context) -> None:
     await ctx.reply(await ctx.read("list"))
