@@ -164,9 +164,10 @@ class MatrixBot:
 
     async def _sync_loop(self, since: str | None) -> None:
         delay = 1.0
+        wait_ms = 0          # the first sync returns at once: start-up waits for it
         while True:
             try:
-                resp = await self.client.sync(timeout=SYNC_TIMEOUT_MS, since=since,
+                resp = await self.client.sync(timeout=wait_ms, since=since,
                                               sync_filter={"room": {"timeline": {"limit": 100}}})
             except Exception as e:  # network trouble: retry with backoff
                 resp = e
@@ -179,7 +180,7 @@ class MatrixBot:
                     await tx.set_state("sync_token", since)
                 self.last_sync_ok = True
                 self.synced.set()
-                delay = 1.0
+                delay, wait_ms = 1.0, SYNC_TIMEOUT_MS
                 continue
             self.last_sync_ok = False
             log.warning("matrix: sync failed, retry in %.0fs: %s", delay, resp)

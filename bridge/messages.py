@@ -68,7 +68,7 @@ def ticket_reply(ticket: str, total_minutes: int, name: str | None, due_at: date
     """The first answer: the ticket, the SOP's time, and when the office starts if closed now."""
     greeting = f"Terima kasih, {name}." if name else "Terima kasih."
     lines = [f"{greeting} Pengaduan Anda sudah kami terima dengan nomor tiket {ticket}.",
-             f"Perkiraan waktu penyelesaian: {duration(total_minutes)} jam kerja "
+             f"Perkiraan waktu penyelesaian: {duration(total_minutes)} waktu kerja "
              f"(paling lambat {local_day_time(due_at)})."]
     if opens_at is not None:
         lines.append(f"Saat ini di luar jam kerja; petugas kami mulai menanganinya {local_day_time(opens_at)}.")
@@ -310,4 +310,4 @@ def clock_line(label: str, due: datetime | None, left_minutes: float | None, pau
         return f"{label}: berhenti (menunggu pemohon), sisa {duration(int(left_minutes or 0))}"
     if left_minutes is not None and left_minutes < 0:
         return f"{label}: lewat {duration(int(-left_minutes))} (tenggat {local_time(due)})"
-    return f"{label}: sisa {duration(int(left_minutes or 0))} jam kerja (tenggat {local_time(due)})"
+    return f"{label}: sisa {duration(int(left_minutes or 0))} waktu kerja (tenggat {local_time(due)})"

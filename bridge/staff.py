@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import nio
@@ -166,8 +167,37 @@ class StaffContext:
         if what == "status":
             assert self.case is not None
             return msgs.case_status(self.case, self.desk.profile.step(self.case["step"]))
+        return msgs.case_list(self.room_key or "admin", await self._room_cases(), self.desk.profile)
+
+    async def _room_cases(self) -> list[Row]:
         role, _, unit = (self.room_key or "admin").partition(":")
         # The pimpinan room sees every open case; a role's room the ones it holds.
-        cases = await self.tx.open_cases_held_by(None if role == "pimpinan" else role, unit or None)
-        return msgs.case_list(self.room_key or "admin", cases, self.desk.profile)
+        return await self.tx.open_cases_held_by(None if role == "pimpinan" else role, unit or None)
+
+    async def _sla(self) -> msgs.Rich:
+        """The SLA clocks of this case, or of the room's open cases by time left."""
+        cal = self.desk.cases.calendar
+        now = self.desk.clock()
+
+        def clock(case: Row, due_key: str) -> tuple[datetime | None, float | None, bool]:
+            if not case[due_key]:
+                return None, None, False
+            due = parse_ts(case[due_key])
+            paused = case["state"] == "waiting"
+            return due, cal.between(parse_ts(case["waiting_since"]) if paused else now, due), paused
+
+        if self.case is not None:
+            c = self.case
+            lines = [f"SLA {c['ticket']} ({self.desk.profile.step(c['step']).name}):",
+                     msgs.clock_line("Langkah ini", *clock(c, "step_due_at")),
+                     msgs.clock_line("Total", *clock(c, "due_at"))]
+        else:
+            timed = [(clock(c, "step_due_at"), c) for c in await self._room_cases()]
+            timed.sort(key=lambda pair: float("inf") if pair[0][1] is None else pair[0][1])
+            lines = ["Kasus ruang ini menurut sisa waktu langkah:"] + [
+                msgs.clock_line(f"{c['ticket']} · {self.desk.profile.step(c['step']).name}", *clk)
+                for clk, c in timed]
+            if not timed:
+                lines = ["Tidak ada kasus terbuka di ruang ini."]
+        return msgs.Rich("\n".join(lines), "<br>".join(msgs.esc(line) for line in lines))
 

@@ -41,11 +41,11 @@ async def make_env(synapse_users: LocalSynapse, graph, tmp_path):
     from tests.harness import Env, bridge_settings, new_prefix
     made = []
 
-    async def make(overrides: dict | None = None):
+    async def make(overrides: dict | None = None, clock=None):
         prefix = new_prefix()
         data_dir = tmp_path / prefix
         e = Env(synapse_users, graph, data_dir, prefix,
-                bridge_settings(synapse_users, graph, data_dir, prefix=prefix, overrides=overrides))
+                bridge_settings(synapse_users, graph, data_dir, prefix=prefix, overrides=overrides), clock=clock)
         made.append(e)
         await e.start_bridge()
         e.admin = await e.staff_member("admin")

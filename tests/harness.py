@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -168,6 +169,7 @@ class Env:
     bridge: Bridge | None = None
     admin: StaffClient | None = None
     staff: dict[str, StaffClient] = field(default_factory=dict)
+    clock: Any = None                  # a FakeClock, or None for the system clock
 
     @property
     def webhook_url(self) -> str:
@@ -175,7 +177,7 @@ class Env:
         return f"{self.bridge.http.url}/webhooks/whatsapp"
 
     async def start_bridge(self) -> Bridge:
-        self.bridge = Bridge(self.settings)
+        self.bridge = Bridge(self.settings, **({"clock": self.clock} if self.clock else {}))
         await self.bridge.start()
         return self.bridge
 
@@ -227,3 +229,20 @@ async def until(condition: Callable[[], Any], timeout: float = 20, what: str = "
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+class FakeClock:
+    """An injected clock: tests move time by hand, so whole days pass in milliseconds."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def set(self, when: datetime) -> None:
+        self.now = when
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now

@@ -6,7 +6,7 @@ from typing import Any
 
 import nio
 
-from tests.harness import Env, Seen, StaffClient, in_thread_of, until
+from tests.harness import BOT, Env, Seen, StaffClient, in_thread_of, until
 
 
 @dataclass
@@ -45,8 +45,9 @@ async def card_in(env: Env, role: str, ticket: str, *, after: Card | None = None
 async def bot_says(client: StaffClient, card: Card, contains: str) -> str:
     """The bot's notice in the card's thread that contains ``contains``."""
     seen = await client.wait_for(
-        lambda s: isinstance(s.event, nio.RoomMessageNotice) and in_thread_of(card.event_id)(s.event)
-        and contains in body(s), what=f"the bot saying {contains!r} in {card.ticket}'s thread")
+        lambda s: s.event.sender.startswith(f"@{BOT}:") and isinstance(s.event, nio.RoomMessageText | nio.RoomMessageNotice)
+        and in_thread_of(card.event_id)(s.event) and contains in body(s),
+        what=f"the bot saying {contains!r} in {card.ticket}'s thread")
     return body(seen)
 
 
