@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
+# The SLA check's read: a range on the partial index cases_next_alert, whatever the number of open cases.
+DUE_FOR_ALERT = ("SELECT * FROM cases WHERE next_alert_at IS NOT NULL AND next_alert_at <= ?"
+                 " ORDER BY next_alert_at LIMIT ?")
+
 
 class Store:
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
@@ -225,9 +229,7 @@ class Tx:
 
     async def cases_due_for_alert(self, now: datetime, limit: int = 500) -> list[Row]:
         """Open cases whose next SLA alert is due: one range read on cases_next_alert."""
-        return await self._all(
-            "SELECT * FROM cases WHERE next_alert_at IS NOT NULL AND next_alert_at <= ?"
-            " ORDER BY next_alert_at LIMIT ?", ts(now), limit)
+        return await self._all(DUE_FOR_ALERT, ts(now), limit)
 
     async def raise_alert_level(self, case_id: int, scope: str, old: int, new: int) -> bool:
         """Claim an alert: only one check (or process) moves a level, so each alert goes once."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.channels.base import InboundMessage, StatusUpdate
-from bridge.store import Store
+from bridge.store import DUE_FOR_ALERT, Store
 
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
 
@@ -123,3 +123,9 @@ async def test_outbox_delivers_heads_of_targets_in_order(store: Store) -> None:
         await tx.outbox_done(a1, at=T0, result=None)
     async with store.reading() as tx:
         assert [r["id"] for r in await tx.due_outbox(T0 + timedelta(seconds=5), 10)] == [a2, b1]
+
+
+async def test_the_sla_check_reads_an_index_not_every_case(store: Store) -> None:
+    async with store.reading() as tx:
+        plan = await tx._all("EXPLAIN QUERY PLAN " + DUE_FOR_ALERT, "2026", 500)
+    assert any("USING INDEX cases_next_alert" in r["detail"] for r in plan), plan
