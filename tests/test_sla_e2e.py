@@ -29,8 +29,13 @@ async def test_a_breach_reaches_the_pimpinan_room_once_across_a_restart(make_env
     assert "Verifikasi pengaduan" in text and "terlambat 5 menit" in text and env.admin.user_id in text
     assert f"https://matrix.to/#/{card.room_id}/{card.event_id}" in text
     # In the thread, the holder is mentioned on purpose.
-    in_thread = await bot_says(env.admin, card, "🚨 Lewat SLA")
-    assert env.admin.user_id in in_thread
+    in_thread = await env.admin.wait_for(lambda s: body(s).startswith("🚨 Lewat SLA")
+                                         and s.room_id == card.room_id)
+    assert in_thread.event.source["content"]["m.mentions"] == {"user_ids": [env.admin.user_id]}
+    # !sla in the room (outside a thread): the room's open cases by time left.
+    await env.admin.say(card.room_id, "!sla")
+    listing = await env.admin.wait_for(lambda s: body(s).startswith("Kasus ruang ini menurut sisa waktu"))
+    assert f"{card.ticket} · Verifikasi pengaduan: lewat 5 menit" in body(listing)
 
     await env.restart_bridge()
     assert await env.bridge.sla.run_once() == 0
