@@ -103,34 +103,31 @@ steps = [
 
 
 def test_sla_section(tmp_path: Path) -> None:
-    p = _config(tmp_path, ('[logging]', '''[sla]
-timezone = "Asia/Makassar"
-warn_ratio = 0.75
-remind_minutes = 20
-digest_time = "08:00"
-cuti_bersama = [2026-12-31]
-[sla.hours]
-mon = ["08:00-12:00", "13:00-16:00"]
-fri = ["08:00-11:00"]
-
-[logging]'''))
+    text = (ROOT / "config.toml").read_text()
+    for old, new in [('timezone = "Asia/Jakarta"', 'timezone = "Asia/Makassar"'), ("warn_ratio = 0.8", "warn_ratio = 0.75"),
+                     ("remind_minutes = 30", "remind_minutes = 20"), ('digest_time = "07:30"', 'digest_time = "08:00"'),
+                     ("cuti_bersama = []", "cuti_bersama = [2026-12-31]"), ('tue = ["07:30-16:00"]\n', "")]:
+        assert old in text
+        text = text.replace(old, new)
+    p = tmp_path / "config.toml"
+    p.write_text(text)
     s = load(p, ENV).sla
     assert s.policy.warn_ratio == 0.75 and s.policy.remind_minutes == 20 and s.digest_time.hour == 8
     assert s.calendar.tz.key == "Asia/Makassar"
     from datetime import date
     assert s.calendar.day_off(date(2026, 12, 31)) and s.calendar.day_off(date(2026, 12, 1))   # Tuesday: no hours
+    assert s.calendar.day_off(date(2026, 12, 2)) is None
 
 
-@pytest.mark.parametrize("sla,message", [
-    ('timezone = "Mars/Olympus"', "[sla] timezone"),
-    ('warn_ratio = 1.5', "[sla] warn_ratio"),
-    ('digest_time = "pagi"', "[sla] digest_time"),
-    ('cuti_bersama = ["24-12-2026"]', "[sla] cuti_bersama"),
-    ('hours = { senin = ["07:30-16:00"] }', "[sla.hours] senin"),
-    ('hours = { mon = ["16:00-07:00"] }', "[sla.hours]"),
+@pytest.mark.parametrize("replace,message", [
+    (('timezone = "Asia/Jakarta"', 'timezone = "Mars/Olympus"'), "[sla] timezone"),
+    (("warn_ratio = 0.8", "warn_ratio = 1.5"), "[sla] warn_ratio"),
+    (('digest_time = "07:30"', 'digest_time = "pagi"'), "[sla] digest_time"),
+    (("cuti_bersama = []", 'cuti_bersama = ["24-12-2026"]'), "[sla] cuti_bersama"),
+    (('mon = ["07:30-16:00"]', 'senin = ["07:30-16:00"]'), "[sla.hours] senin"),
+    (('mon = ["07:30-16:00"]', 'mon = ["16:00-07:00"]'), "[sla.hours]"),
 ])
-def test_bad_sla_keys_are_named(tmp_path: Path, sla: str, message: str) -> None:
-    p = _config(tmp_path, ('[logging]', f'[sla]\n{sla}\n\n[logging]'))
+def test_bad_sla_keys_are_named(tmp_path: Path, replace: tuple[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as e:
-        load(p, ENV)
+        load(_config(tmp_path, replace), ENV)
     assert message in str(e.value)
