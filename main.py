@@ -2,6 +2,7 @@
 
     python main.py --config config.toml             run the bridge (until SIGINT/SIGTERM)
     python main.py --config config.toml case ADU-…  print a case's transcript and history
+    python main.py demo                              the local demo (also: ./run with no credentials)
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from bridge import transcript
 from bridge.app import Bridge
-from bridge.config import ConfigError, Settings, load
+from bridge.config import ConfigError, Settings, has_credentials, load, read_toml
 from bridge.matrix import MatrixStartupError
 from bridge.privacy import MaskingFilter
 from bridge.store import Store
@@ -38,11 +40,16 @@ def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def run(settings: Settings) -> None:
+def stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run(settings: Settings) -> None:
+    stop = stop_on_signals()
     bridge = Bridge(settings)
     await bridge.start()
     try:
@@ -51,6 +58,14 @@ async def run(settings: Settings) -> None:
     finally:
         await bridge.stop()
     log.info("bridge: stopped")
+
+
+async def demo(config: str, args: argparse.Namespace) -> None:
+    from bridge.demo import run_demo
+    data_dir = Path(args.data_dir) if args.data_dir else Path(config).resolve().parent / "data" / "demo"
+    await run_demo(read_toml(config), data_dir, stop_on_signals(),
+                   http_port=args.http_port, homeserver_port=args.homeserver_port)
+    log.info("demo: stopped")
 
 
 def print_case(settings: Settings, ticket: str) -> str:
@@ -72,9 +87,21 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="run the bridge (the default)")
     case = sub.add_parser("case", help="print a case's transcript and history")
     case.add_argument("ticket", help="e.g. ADU-2026-000123")
+    demo_cmd = sub.add_parser("demo", help="the local demo: embedded homeserver and citizen simulator "
+                                           "(what ./run does when no credentials are set)")
+    demo_cmd.add_argument("--data-dir", help="default: data/demo beside config.toml")
+    demo_cmd.add_argument("--http-port", type=int, default=8080, help="0: any free port")
+    demo_cmd.add_argument("--homeserver-port", type=int, default=8008, help="0: any free port")
     args = parser.parse_args(argv)
+    if args.command is None and not has_credentials():
+        print("No MATRIX_PASSWORD / WHATSAPP_* in the environment: starting the local demo "
+              "(see README to run with a real homeserver and WhatsApp number).", file=sys.stderr)
+        args = parser.parse_args([*(argv or sys.argv[1:]), "demo"])
     setup_logging()
     try:
+        if args.command == "demo":
+            asyncio.run(demo(args.config, args))
+            return 0
         settings = load(args.config)
         setup_logging(settings.log_format)
         if args.command == "case":

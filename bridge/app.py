@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from aiohttp import web
+
 from bridge import messages as msgs
 from bridge.cases import Cases, Unit
 from bridge.channels.base import Channel
@@ -30,9 +32,11 @@ log = logging.getLogger(__name__)
 
 
 class Bridge:
-    def __init__(self, settings: Settings, *, clock: Clock = system_clock) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock = system_clock,
+                 extra_routes: list[web.RouteDef] = ()) -> None:
         self.settings = settings
         self.clock = clock
+        self.extra_routes = list(extra_routes)      # the demo's citizen simulator
         self.profile = settings.sop
         msgs.set_display_timezone(settings.sla.calendar.tz.key)
         self.channels: dict[str, Channel] = {}
@@ -81,7 +85,7 @@ class Bridge:
         await self.schedules.start()
         self._started.append(self.schedules)
 
-        routes = [r for ch in self.channels.values() for r in ch.routes()]
+        routes = [r for ch in self.channels.values() for r in ch.routes()] + self.extra_routes
         self.http = HttpServer(make_app(routes, self.health), s.http.host, s.http.port)
         await self.http.start()
         self._started.append(self.http)

@@ -96,15 +96,25 @@ class Settings:
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
     """Read ``path`` and the secrets in ``env`` (default: os.environ)."""
-    path = Path(path)
     env = os.environ if env is None else env
+    return from_dict(read_toml(path), env, base_dir=Path(path).resolve().parent)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    return from_dict(data, env, base_dir=path.resolve().parent)
+
+
+def has_credentials(env: Mapping[str, str] | None = None) -> bool:
+    """Whether any secret is set: with none, ``./run`` starts the local demo instead."""
+    env = os.environ if env is None else env
+    return any(env.get(k) for k in ("MATRIX_PASSWORD", "MATRIX_ACCESS_TOKEN", "WHATSAPP_TOKEN",
+                                     "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"))
 
 
 def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path) -> Settings:

@@ -56,12 +56,9 @@ class MatrixBot:
 
     # -- start -----------------------------------------------------------------------
     async def start(self) -> None:
-        await self._login()
-        for role in ROLES:
-            self.rooms[role] = await self._open_room(role, self.settings.rooms.by_role[role])
-        for unit in self.settings.units:
-            for role, ref in unit.rooms.items():
-                self.rooms[f"{role}:{unit.name}"] = await self._open_room(role, ref, unit.name)
+        await self.login()
+        for key, role, ref, unit in self.room_refs():
+            self.rooms[key] = await self._open_room(role, ref, unit)
         async with self.store.transaction() as tx:
             for role, room_id in self.rooms.items():
                 await tx.set_state(f"room:{role}", room_id)
@@ -70,7 +67,16 @@ class MatrixBot:
         # Ready means synced once: staff events from here on reach the handlers.
         await asyncio.wait_for(self.synced.wait(), 120)
 
-    async def _login(self) -> None:
+    def room_refs(self) -> list[tuple[str, str, str, str | None]]:
+        """Every configured room as (key, role, alias or id, unit): the roles', then the units'."""
+        refs: list[tuple[str, str, str, str | None]] = [
+            (role, role, self.settings.rooms.by_role[role], None) for role in ROLES]
+        for unit in self.settings.units:
+            refs += [(f"{role}:{unit.name}", role, ref, unit.name) for role, ref in unit.rooms.items()]
+        return refs
+
+    async def login(self) -> None:
+        """Log in with MATRIX_ACCESS_TOKEN, the token kept in the database, or the password."""
         m = self.settings.matrix
         async with self.store.reading() as tx:
             saved_token = await tx.get_state("access_token")
@@ -102,17 +108,24 @@ class MatrixBot:
         log.info("matrix: logged in as %s with a new session (device %s)", resp.user_id, resp.device_id)
 
     async def _open_room(self, role: str, ref: str, unit: str | None = None) -> str:
-        if ref.startswith("#"):
-            resolved = await self.client.room_resolve_alias(ref)
-            if isinstance(resolved, nio.RoomResolveAliasResponse):
-                room_id = resolved.room_id
-            elif self.settings.rooms.create:
-                room_id = await self._create_room(role, ref, unit)
-            else:
-                raise MatrixStartupError(
-                    f"[rooms] {role}: alias {ref} does not exist (set [rooms] create = true to create it)")
-        else:
-            room_id = ref
+        room_id, _ = await self.resolve_room(role, ref, unit)
+        await self.join_room(role, ref, room_id)
+        return room_id
+
+    async def resolve_room(self, role: str, ref: str, unit: str | None = None) -> tuple[str, bool]:
+        """The room id of ``ref``, and whether it was created now (a missing alias, [rooms] create)."""
+        if not ref.startswith("#"):
+            return ref, False
+        resolved = await self.client.room_resolve_alias(ref)
+        if isinstance(resolved, nio.RoomResolveAliasResponse):
+            return resolved.room_id, False
+        if self.settings.rooms.create:
+            return await self._create_room(role, ref, unit), True
+        raise MatrixStartupError(
+            f"[rooms] {role}: alias {ref} does not exist (set [rooms] create = true to create it)")
+
+    async def join_room(self, role: str, ref: str, room_id: str) -> None:
+        """Join (a no-op when joined already), refusing an encrypted room."""
         joined = await self.client.join(room_id)
         if not isinstance(joined, nio.JoinResponse):
             raise MatrixStartupError(f"[rooms] {role}: the bot cannot join {ref}: {joined}")
@@ -121,7 +134,6 @@ class MatrixBot:
             raise MatrixStartupError(
                 f"[rooms] {role}: {ref} is encrypted; the bot reads only unencrypted rooms")
         log.info("matrix: room %s is %s", role, room_id)
-        return room_id
 
     async def _create_room(self, role: str, alias: str, unit: str | None) -> str:
         localpart, _, server = alias[1:].partition(":")

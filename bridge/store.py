@@ -244,6 +244,17 @@ class Tx:
                               ts(start), ts(end))
         return row["n"]
 
+    async def cases_opened_between(self, start: datetime, end: datetime) -> list[Row]:
+        """The cases received in [start, end), by ticket (the monthly export)."""
+        return await self._all("SELECT * FROM cases WHERE opened_at >= ? AND opened_at < ? ORDER BY ticket",
+                               ts(start), ts(end))
+
+    async def events_of_cases_opened_between(self, start: datetime, end: datetime) -> list[Row]:
+        """Every event of the cases received in [start, end), in order per case."""
+        return await self._all(
+            "SELECT e.* FROM case_events e JOIN cases c ON c.id = e.case_id"
+            " WHERE c.opened_at >= ? AND c.opened_at < ? ORDER BY e.case_id, e.id", ts(start), ts(end))
+
     async def closed_between(self, start: datetime, end: datetime) -> list[Row]:
         return await self._all("SELECT * FROM cases WHERE closed_at >= ? AND closed_at < ? ORDER BY closed_at",
                                ts(start), ts(end))

@@ -30,7 +30,7 @@ def synapse_users(synapse: LocalSynapse) -> LocalSynapse:
 
 @pytest.fixture
 async def graph():
-    from tests.fakes.graph import FakeGraph
+    from bridge.simulator.graph import FakeGraph
     async with FakeGraph() as g:
         yield g
 

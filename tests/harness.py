@@ -18,7 +18,7 @@ import nio
 from bridge.app import Bridge
 from bridge.config import ROLES, Settings, from_dict
 from bridge.homeserver import LocalSynapse
-from tests.fakes.graph import FakeGraph
+from bridge.simulator.graph import FakeGraph
 
 BOT = "pengaduan"
 PASSWORD = "test-password-123"

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.fakes.graph import FakeGraph
+from bridge.simulator.graph import FakeGraph
 
 WA_ID = "6281234567890"
 

@@ -1,7 +1,8 @@
 """A local fake of Meta's Graph API, as far as the WhatsApp Cloud API goes.
 
 The real Graph API cannot be reached from the test machines, so the tests point the
-bridge's ``graph_url`` at this server.  It follows ../shared/API-NOTES.md ("WhatsApp
+bridge's ``graph_url`` at this server; the local demo does the same, with the citizen
+simulator (bridge/simulator/__init__.py) on top.  It follows ../shared/API-NOTES.md ("WhatsApp
 Cloud API") and is deliberately strict: every request the bridge makes is checked the
 way Meta checks it, and anything malformed is answered with Meta's error envelope, so a
 wrong request fails the test instead of failing in production.
@@ -506,6 +507,7 @@ class FakeGraph:
         self._download_tokens: dict[str, str] = {}  # token -> media id
         self._failures: list[_PendingFailure] = []
         self._sent_changed = asyncio.Condition()
+        self.listeners: list[Callable[[SentRecord], None]] = []   # called with each accepted send
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
 
@@ -701,6 +703,8 @@ class FakeGraph:
         async with self._sent_changed:
             self.sent.append(record)
             self._sent_changed.notify_all()
+        for listener in self.listeners:
+            listener(record)
 
     def texts_to(self, wa_id: str) -> list[str]:
         """Bodies of the text messages sent to ``wa_id``, in order."""

@@ -1,0 +1,152 @@
+"""The newcomer's first run: the demo as a process, the simulator in a real browser, Ctrl-C."""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+import nio
+import pytest
+
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Demo:
+    """``python main.py demo`` in a subprocess, on free ports, in a temporary folder."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.out: "queue.Queue[str]" = queue.Queue()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MATRIX_", "WHATSAPP_"))}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py"), "demo", "--data-dir", str(data_dir),
+             "--http-port", "0", "--homeserver-port", "0"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+        self.lines: list[str] = []
+        self.homeserver = self.simulator = ""
+        deadline = time.monotonic() + 120
+        while not self.simulator:
+            try:
+                line = self.out.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError("demo did not come up:\n" + "\n".join(self.lines)) from None
+            self.lines.append(line)
+            if m := re.search(r"Homeserver Matrix : (http://\S+)", line):
+                self.homeserver = m.group(1)
+            if m := re.search(r"Simulator warga   : (http://\S+)", line):
+                self.simulator = m.group(1)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.out.put(line.rstrip("\n"))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)           # Ctrl-C
+        code = self.proc.wait(timeout=60)
+        while not self.out.empty():
+            self.lines.append(self.out.get())
+        return code
+
+
+def processes_using(path: Path) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(path) in cmdline and int(pid) != os.getpid():
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    d = Demo(tmp_path_factory.mktemp("demo") / "data" / "demo")
+    yield d
+    d.stop()
+
+
+async def send_as_citizen(demo: Demo, wa_id: str, text: str) -> dict:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{demo.simulator}api/send", json={"wa_id": wa_id, "name": "Warga Uji", "text": text}) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
+
+async def test_a_simulated_message_becomes_a_card_for_the_demo_admin(demo: Demo) -> None:
+    client = nio.AsyncClient(demo.homeserver, "@admin:localhost")
+    try:
+        assert isinstance(await client.login("pengaduan-demo"), nio.LoginResponse)
+        room = await client.room_resolve_alias("#pengaduan-admin:localhost")
+        assert isinstance(await client.join(room.room_id), nio.JoinResponse)
+        await send_as_citizen(demo, "081211110001", "Akta kelahiran anak saya belum terbit")
+        for _ in range(40):                            # each sync waits on the server for news
+            resp = await client.sync(timeout=1000, since=client.next_batch)
+            bodies = [getattr(e, "body", "") for r in resp.rooms.join.values() for e in r.timeline.events]
+            if any(b.startswith("📨 Pengaduan baru") and "Akta kelahiran anak" in b for b in bodies):
+                break
+        else:
+            raise AssertionError("no card reached the demo admin")
+    finally:
+        await client.close()
+
+
+@pytest.mark.skipif(not CHROMIUM and os.environ.get("CI") != "true",
+                    reason="Debian's chromium is not installed (.ci/run installs it)")
+async def test_the_simulator_page_in_a_real_browser(demo: Demo, tmp_path: Path) -> None:
+    from PIL import Image
+    from playwright.async_api import async_playwright
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = await browser.new_page(viewport={"width": 420, "height": 800})
+            await page.goto(demo.simulator)
+            await page.fill("#name", "Rina <i>Uji</i>")
+            await page.fill("#number", "0812 2222 0003")
+            await page.fill("#text", "KK saya belum diperbarui <script>alert(1)</script>")
+            await page.click("#send")
+            mine = page.locator(".bubble.citizen").last
+            await mine.wait_for(timeout=15_000)
+            assert "<script>alert(1)</script>" in await mine.inner_text()          # shown as text
+            reply = page.locator(".bubble.bot", has_text="ADU-2026-").first
+            await reply.wait_for(timeout=15_000)
+            assert "Pengaduan Anda sudah kami terima" in await reply.inner_text()
+            shot = tmp_path / "simulator.png"
+            await page.screenshot(path=str(shot))
+            box = await reply.bounding_box()
+        finally:
+            await browser.close()
+    # The screenshot shows the reply: a white bot bubble where the page says it is.
+    img = Image.open(shot).convert("RGB")
+    x, y = int(box["x"] + 4), int(box["y"] + box["height"] / 2)
+    assert img.getpixel((x, y)) == (255, 255, 255)
+    assert img.getpixel((5, 5)) != (255, 255, 255)
+
+
+def test_ctrl_c_stops_everything_and_a_second_run_reuses_the_data(demo: Demo) -> None:
+    assert demo.stop() == 0, "\n".join(demo.lines)
+    assert not [line for line in demo.lines if "Traceback" in line], "\n".join(demo.lines)
+    assert processes_using(demo.data_dir) == []
+    key = next((demo.data_dir / "synapse").glob("*.signing.key")).read_bytes()
+    again = Demo(demo.data_dir)                          # generated on the first run, reused now
+    try:
+        assert next((demo.data_dir / "synapse").glob("*.signing.key")).read_bytes() == key
+    finally:
+        assert again.stop() == 0
+    assert processes_using(demo.data_dir) == []
