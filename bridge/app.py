@@ -20,6 +20,7 @@ from bridge.config import Settings
 from bridge.effects import Effects
 from bridge.intake import Intake
 from bridge.matrix import MatrixBot
+from bridge.metrics import Metrics
 from bridge.outbox import MATRIX_NOTICE, Dispatcher, Outbox
 from bridge.staff import Desk
 from bridge.store import Row, Store
@@ -86,7 +87,8 @@ class Bridge:
         self._started.append(self.schedules)
 
         routes = [r for ch in self.channels.values() for r in ch.routes()] + self.extra_routes
-        self.http = HttpServer(make_app(routes, self.health), s.http.host, s.http.port)
+        self.metrics = Metrics(self)
+        self.http = HttpServer(make_app(routes, self.health, self.metrics), s.http.host, s.http.port)
         await self.http.start()
         self._started.append(self.http)
         log.info("bridge: running (SOP %s, channels: %s)", self.profile.name,
@@ -102,13 +104,19 @@ class Bridge:
                 log.exception("bridge: stopping %s failed", part.__class__.__name__)
 
     async def health(self) -> dict[str, Any]:
+        """What /healthz says: ok only when the database, Matrix and every channel work."""
         assert self.store is not None and self.matrix is not None
-        async with self.store.reading() as tx:
-            backlog = await tx.outbox_backlog()
+        try:
+            async with self.store.reading() as tx:
+                backlog: dict[str, Any] = await tx.outbox_backlog()
+            db_ok = True
+        except Exception as e:          # a broken disk or database: say so, do not crash
+            backlog, db_ok = {"error": str(e)}, False
         matrix_ok = self.matrix.last_sync_ok
         channels = {name: ch.health() for name, ch in self.channels.items()}
-        ok = matrix_ok and all(c.get("ok") for c in channels.values())
-        return {"ok": ok, "matrix": {"synced": matrix_ok}, "channels": channels, "outbox": backlog}
+        ok = db_ok and matrix_ok and all(c.get("ok") for c in channels.values())
+        return {"ok": ok, "database": {"ok": db_ok}, "matrix": {"synced": matrix_ok},
+                "channels": channels, "outbox": backlog}
 
     async def _delivery_dead(self, row: Row, error: str) -> None:
         """Tell the admin room what could not be delivered, so a person can act."""

@@ -264,6 +264,16 @@ class Tx:
                                " sum(step_alerts >= 2 OR total_alerts >= 2) AS breached"
                                " FROM cases WHERE state != 'closed' GROUP BY step, holder_role, state")
 
+    async def counts_by(self, table: str, column: str) -> dict[str, int]:
+        """Row counts of cases or inbound by channel (for /metrics)."""
+        assert (table, column) in (("cases", "channel"), ("inbound", "channel"))
+        rows = await self._all(f"SELECT {column} AS k, count(*) AS n FROM {table} GROUP BY {column}")
+        return {r["k"]: r["n"] for r in rows}
+
+    async def count_events(self, kind_like: str) -> int:
+        row = await self._one("SELECT count(*) AS n FROM case_events WHERE kind LIKE ?", kind_like)
+        return row["n"]
+
     async def oldest_open(self, limit: int) -> list[Row]:
         return await self._all("SELECT * FROM cases WHERE state != 'closed' ORDER BY opened_at LIMIT ?", limit)
 

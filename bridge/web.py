@@ -11,14 +11,18 @@ log = logging.getLogger(__name__)
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 
 
-def make_app(routes: list[web.RouteDef], health: HealthCheck) -> web.Application:
-    app = web.Application(client_max_size=4 * 1024 * 1024)
+def make_app(routes: list[web.RouteDef], health: HealthCheck, metrics: Any = None) -> web.Application:
+    """The bridge's app: /healthz (503 when the bridge cannot work), /metrics, the channels' routes."""
+    app = web.Application(client_max_size=8 * 1024 * 1024,
+                          middlewares=[metrics.middleware] if metrics else [])
 
     async def healthz(request: web.Request) -> web.Response:
         status = await health()
         return web.json_response(status, status=200 if status.get("ok") else 503)
 
     app.add_routes([web.get("/healthz", healthz), *routes])
+    if metrics:
+        app.add_routes([web.get("/metrics", metrics.handle)])
     return app
 
 
