@@ -2,6 +2,8 @@
 
     python main.py --config config.toml             run the bridge (until SIGINT/SIGTERM)
     python main.py --config config.toml case ADU-…  print a case's transcript and history
+    python main.py --config config.toml setup       create/join rooms, invite staff, say what is missing
+    python main.py --config config.toml export --month 2026-11   the month's complaints (CSV, Excel)
     python main.py demo                              the local demo (also: ./run with no credentials)
 """
 from __future__ import annotations
@@ -80,6 +82,16 @@ def print_case(settings: Settings, ticket: str) -> str:
     return asyncio.run(read())
 
 
+async def export(settings: Settings, month: str, out_dir: Path) -> tuple[Path, Path]:
+    from bridge.export import export_month, month_range
+    month_range(month, settings.sla.calendar)          # a bad month is refused before anything opens
+    store = await Store.open(settings.database_path)
+    try:
+        return await export_month(store, settings.sop, settings.sla.calendar, month, out_dir)
+    finally:
+        await store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="main.py", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config.toml", help="path to config.toml")
@@ -87,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="run the bridge (the default)")
     case = sub.add_parser("case", help="print a case's transcript and history")
     case.add_argument("ticket", help="e.g. ADU-2026-000123")
+    sub.add_parser("setup", help="create or join the role rooms, invite staff, set power levels, "
+                                 "and say what is still missing (safe to run again)")
+    export_cmd = sub.add_parser("export", help="write a month's complaints as CSV and Excel")
+    export_cmd.add_argument("--month", required=True, help="YYYY-MM, e.g. 2026-11")
+    export_cmd.add_argument("--out", default=".", help="folder for the files (default: here)")
     demo_cmd = sub.add_parser("demo", help="the local demo: embedded homeserver and citizen simulator "
                                            "(what ./run does when no credentials are set)")
     demo_cmd.add_argument("--data-dir", help="default: data/demo beside config.toml")
@@ -102,14 +119,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             asyncio.run(demo(args.config, args))
             return 0
-        settings = load(args.config)
+        if args.command == "setup":
+            from bridge.setup import setup_command
+            print("\n".join(asyncio.run(setup_command(args.config))))
+            return 0
+        settings = load(args.config, offline=args.command in ("case", "export"))
         setup_logging(settings.log_format)
         if args.command == "case":
             print(print_case(settings, args.ticket), end="")
+        elif args.command == "export":
+            for path in asyncio.run(export(settings, args.month, Path(args.out))):
+                print(path)
         else:
             asyncio.run(run(settings))
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:           # e.g. a month that is not YYYY-MM
+        print(f"error: {e}", file=sys.stderr)
         return 2
     except transcript.NotFound as e:
         print(f"no case {e}", file=sys.stderr)

@@ -94,10 +94,14 @@ class Settings:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
-    """Read ``path`` and the secrets in ``env`` (default: os.environ)."""
+def load(path: str | Path, env: Mapping[str, str] | None = None, *, offline: bool = False) -> Settings:
+    """Read ``path`` and the secrets in ``env`` (default: os.environ).
+
+    ``offline``: for shell commands that only read the database (case, export): no secret
+    is needed, and none is read.
+    """
     env = os.environ if env is None else env
-    return from_dict(read_toml(path), env, base_dir=Path(path).resolve().parent)
+    return from_dict(read_toml(path), env, base_dir=Path(path).resolve().parent, offline=offline)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -117,18 +121,19 @@ def has_credentials(env: Mapping[str, str] | None = None) -> bool:
                                      "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"))
 
 
-def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path) -> Settings:
-    r = _Reader(data, env)
+def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path,
+              offline: bool = False) -> Settings:
+    r = _Reader(data, {} if offline else env, offline=offline)
     enabled_wa = r.get("whatsapp", "enabled", bool, True)
 
     matrix = MatrixSettings(
         homeserver=r.url("matrix", "homeserver"),
         user_id=r.match("matrix", "user_id", _USER_ID, "a Matrix user id like @bot:example.org"),
         device_name=r.get("matrix", "device_name", str, "pengaduan-bridge"),
-        password=env.get("MATRIX_PASSWORD") or None,
-        access_token=env.get("MATRIX_ACCESS_TOKEN") or None,
+        password=None if offline else env.get("MATRIX_PASSWORD") or None,
+        access_token=None if offline else env.get("MATRIX_ACCESS_TOKEN") or None,
     )
-    if not (matrix.password or matrix.access_token):
+    if not (matrix.password or matrix.access_token or offline):
         raise ConfigError("environment: set MATRIX_PASSWORD or MATRIX_ACCESS_TOKEN for the bot account")
 
     rooms = RoomSettings(
@@ -243,9 +248,10 @@ def _units(data: dict[str, Any]) -> tuple[UnitSettings, ...]:
 class _Reader:
     """Typed access to the TOML tables; every failure names its key."""
 
-    def __init__(self, data: dict[str, Any], env: Mapping[str, str]) -> None:
+    def __init__(self, data: dict[str, Any], env: Mapping[str, str], offline: bool = False) -> None:
         self.data = data
         self.env = env
+        self.offline = offline
 
     _MISSING = object()
 
@@ -290,6 +296,6 @@ class _Reader:
 
     def secret(self, name: str, table: str) -> str:
         value = self.env.get(name, "")
-        if not value:
+        if not value and not self.offline:
             raise ConfigError(f"environment: {name} is not set (needed by [{table}])")
         return value

@@ -88,3 +88,24 @@ async def _listening_port(proc: asyncio.subprocess.Process, log: list[str]) -> i
         m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
         if m:
             return int(m.group(1))
+
+
+def test_shell_commands_that_read_the_database_need_no_secrets(tmp_path) -> None:
+    import csv
+    import subprocess
+    config = tmp_path / "config.toml"
+    config.write_text((ROOT / "config.toml").read_text().replace('path = "data/pengaduan.db"',
+                                                                  f'path = "{tmp_path}/db.sqlite"'))
+    env = {"PATH": "/usr/bin:/bin"}                      # no MATRIX_* or WHATSAPP_*
+    out = subprocess.run([sys.executable, str(ROOT / "main.py"), "--config", str(config), "export",
+                          "--month", "2026-11", "--out", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(tmp_path / "pengaduan-2026-11.csv"), str(tmp_path / "pengaduan-2026-11.xlsx")]
+    with open(tmp_path / "pengaduan-2026-11.csv", encoding="utf-8-sig") as f:
+        assert next(csv.reader(f))[0] == "Nomor tiket"
+    bad = subprocess.run([sys.executable, str(ROOT / "main.py"), "--config", str(config), "export",
+                          "--month", "November"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "YYYY-MM" in bad.stderr
+    missing = subprocess.run([sys.executable, str(ROOT / "main.py"), "--config", str(config), "case",
+                              "ADU-2026-000001"], capture_output=True, text=True, env=env)
+    assert missing.returncode == 1 and "no case" in missing.stderr
