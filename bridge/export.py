@@ -24,7 +24,7 @@ from openpyxl.utils import get_column_letter
 from bridge.clock import parse_ts
 from bridge.messages import CHANNEL_NAMES
 from bridge.store import Row, Store, Tx
-from bridge.workflow import Profile
+from bridge.workflow import Profile, Step
 from bridge.worktime import WorkCalendar
 from schedules.digest import step_durations
 
@@ -45,8 +45,15 @@ def step_column(name: str, minutes: int) -> str:
     return f"{name} (menit, SOP {minutes})"
 
 
+def reported_steps(profile: Profile) -> list[Step]:
+    """The steps with SOP minutes, but the first when it is the citizen's own (the bot
+    answers at once, so a case is never in it)."""
+    steps = profile.steps[1:] if profile.steps[0].role == "citizen" else profile.steps
+    return [s for s in steps if s.minutes > 0]
+
+
 def columns(profile: Profile) -> list[str]:
-    return [*COLUMNS, *(step_column(s.name, s.minutes) for s in profile.steps if s.minutes > 0)]
+    return [*COLUMNS, *(step_column(s.name, s.minutes) for s in reported_steps(profile))]
 
 
 def month_range(month: str, calendar: WorkCalendar) -> tuple[datetime, datetime]:
@@ -98,9 +105,8 @@ async def month_rows(tx: Tx, profile: Profile, calendar: WorkCalendar, month: st
             "Tepat waktu": None if total is None else ("Ya" if total <= profile.total_minutes else "Tidak"),
             "Nomor agenda": case["agenda_number"],
         }
-        for s in profile.steps:
-            if s.minutes > 0:
-                row[step_column(s.name, s.minutes)] = whole_minutes(spent[s.id]) if s.id in spent else None
+        for s in reported_steps(profile):
+            row[step_column(s.name, s.minutes)] = whole_minutes(spent[s.id]) if s.id in spent else None
         rows.append(row)
     return rows
 

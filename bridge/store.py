@@ -4,7 +4,8 @@ Two connections: one writer (every transaction, ``BEGIN IMMEDIATE`` under a lock
 there is one writer as SQLite wants) and one reader (WAL lets it read committed data
 while a write is under way). Callers use ``async with store.transaction() as tx`` or
 ``async with store.reading() as tx`` and call the query methods of ``Tx``; nothing above
-this module knows which database it talks to.
+this module knows which database it talks to. Neither context nests in one task (each
+holds its lock): finish one before opening the next.
 """
 from __future__ import annotations
 

@@ -98,6 +98,9 @@ def step_durations(events: list[Row], calendar: WorkCalendar, start: datetime,
                 wait_from = None
             ends = e["kind"] == "answer_delivered" or (e["to_step"] and e["to_step"] != step)
             if ends:
+                if wait_from is not None:          # left the step while waiting (rejected): not the office's time
+                    waited += calendar.between(wait_from, at)
+                    wait_from = None
                 if step is not None and entered is not None and start <= at < end:
                     out.append((step, max(0.0, calendar.between(entered, at) - waited)))
                 step, entered, waited = (e["to_step"] if e["to_step"] != step else None), at, 0.0

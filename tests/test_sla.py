@@ -210,3 +210,18 @@ async def test_the_digest_figures_on_a_known_day(store: Store) -> None:
     async with store.reading() as tx:
         posted = [r for r in await tx.outbox_rows(kind="matrix.notice") if "Ringkasan" in r["payload"]["content"]["body"]]
     assert len(posted) == 1 and posted[0]["payload"]["room"] == "pimpinan"
+
+
+async def test_a_case_rejected_while_waiting_does_not_count_the_wait(store: Store) -> None:
+    from schedules.digest import step_durations
+    clock = FakeClock(at("2026-11-23 08:00"))
+    office = Office(store, clock)
+    case = await office.complaint()
+    clock.set(at("2026-11-23 08:05"))
+    case = await office.act(case, "admin", "ask", "Mohon kirim foto KTP")
+    clock.set(at("2026-11-24 09:00"))                     # no answer by the next morning
+    case = await office.act(case, "admin", "reject", "Tidak ada jawaban dari pemohon")
+    async with store.reading() as tx:
+        events = await tx.case_events(case["id"])
+    assert step_durations(events, office.cases.calendar, at("2026-11-01 00:00"), at("2026-12-01 00:00")) \
+        == [("verifikasi", 5.0)]
