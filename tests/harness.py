@@ -24,6 +24,8 @@ BOT = "pengaduan"
 PASSWORD = "test-password-123"
 STAFF = {"admin": "staff_admin", "kasi": "staff_kasi", "kabid": "staff_kabid", "pimpinan": "staff_pimpinan"}
 _test_ids = itertools.count(1)
+# nio retries timeouts forever by default: a test must fail, not hang, when a server is gone.
+BOUNDED = nio.AsyncClientConfig(max_timeouts=3, max_limit_exceeded=3, request_timeout=30)
 
 
 def register_users(synapse: LocalSynapse) -> None:
@@ -70,7 +72,7 @@ class StaffClient:
 
     def __init__(self, synapse: LocalSynapse, localpart: str) -> None:
         self.user_id = user_id(synapse, localpart)
-        self.client = nio.AsyncClient(synapse.url, self.user_id)
+        self.client = nio.AsyncClient(synapse.url, self.user_id, config=BOUNDED)
         self.password = PASSWORD
         self.seen: list[Seen] = []
         self._changed = asyncio.Condition()

@@ -131,3 +131,8 @@ def test_bad_sla_keys_are_named(tmp_path: Path, replace: tuple[str, str], messag
     with pytest.raises(ConfigError) as e:
         load(_config(tmp_path, replace), ENV)
     assert message in str(e.value)
+
+
+def test_room_ids_of_room_version_12_have_no_server_part(tmp_path: Path) -> None:
+    p = _config(tmp_path, ('admin = "#pengaduan-admin:localhost"', 'admin = "!Ab3dEfGh1jKlMn0pQrStUvWxYz"'))
+    assert load(p, ENV).rooms.by_role["admin"] == "!Ab3dEfGh1jKlMn0pQrStUvWxYz"

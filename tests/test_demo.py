@@ -16,6 +16,8 @@ import aiohttp
 import nio
 import pytest
 
+from tests.harness import BOUNDED
+
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -88,7 +90,7 @@ async def send_as_citizen(demo: Demo, wa_id: str, text: str) -> dict:
 
 
 async def test_a_simulated_message_becomes_a_card_for_the_demo_admin(demo: Demo) -> None:
-    client = nio.AsyncClient(demo.homeserver, "@admin:localhost")
+    client = nio.AsyncClient(demo.homeserver, "@admin:localhost", config=BOUNDED)
     try:
         assert isinstance(await client.login("pengaduan-demo"), nio.LoginResponse)
         room = await client.room_resolve_alias("#pengaduan-admin:localhost")

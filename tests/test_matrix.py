@@ -66,10 +66,14 @@ async def test_a_wrong_password_is_refused(synapse_users, graph, tmp_path) -> No
 
 
 async def test_the_sync_token_is_kept_for_the_next_start(env: Env) -> None:
+    from bridge.store import Store
     from tests.harness import until
     await until(lambda: env.bridge.matrix.last_sync_ok, what="a sync")
-    async with env.bridge.store.reading() as tx:
+    await env.stop_bridge()
+    store = await Store.open(env.settings.database_path)
+    async with store.reading() as tx:
         token = await tx.get_state("sync_token")
+    await store.close()
     assert token
-    await env.restart_bridge()
+    await env.start_bridge()
     assert env.bridge.matrix.since_at_start == token
