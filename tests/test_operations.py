@@ -55,11 +55,15 @@ async def test_healthz_is_503_when_the_bridge_cannot_work(env: Env) -> None:
 
 def test_json_logs_carry_no_phone_number_or_nik(capsys) -> None:
     from main import setup_logging
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
     setup_logging("json")
     try:
         logging.getLogger("bridge.test").info("warga %s NIK %s", "6281234567890", "3402124501900003")
     finally:
-        setup_logging("text")
+        # Back to pytest's own handlers: the JSON handler writes to capsys' stream, closed after this test.
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
     line = capsys.readouterr().err.strip().splitlines()[-1]
     record = json.loads(line)
     assert record["level"] == "INFO" and record["logger"] == "bridge.test"

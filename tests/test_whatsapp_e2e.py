@@ -241,9 +241,12 @@ async def test_an_album_sent_at_once_lands_in_one_case(env: Env) -> None:
     assert [s for s, _ in statuses] == [200] * 4
     card = await env.admin.wait_for(card_in(env.bridge.matrix.rooms["admin"]))
     await settled(env)
-    images = [e for e in env.admin.messages(env.bridge.matrix.rooms["admin"])
-              if isinstance(e, nio.RoomMessageImage) and in_thread_of(card.event.event_id)(e)]
-    assert len(images) == 4
+
+    def images() -> list:
+        return [e for e in env.admin.messages(env.bridge.matrix.rooms["admin"])
+                if isinstance(e, nio.RoomMessageImage) and in_thread_of(card.event.event_id)(e)]
+    await until(lambda: len(images()) >= 4, what="four images in the thread")   # the staff client syncs
+    assert len(images()) == 4
     async with env.bridge.store.reading() as tx:
         assert await tx.count_cases() == 1
     assert len(texts_to_citizen(env)) == 1
