@@ -163,6 +163,11 @@ class MatrixBot:
         for room_id, info in resp.rooms.join.items():
             room = self.client.rooms.get(room_id) or nio.MatrixRoom(room_id, self.client.user_id)
             events = info.timeline.events
+            if info.timeline.limited:
+                # More happened than one sync carries (the bot was away long): older staff
+                # events of this gap are not replayed. Say so, so an operator can look.
+                log.warning("matrix: sync gap in %s: events before %s were not processed",
+                            room_id, events[0].event_id if events else "?")
             redacted = {e.redacts for e in events if isinstance(e, nio.RedactionEvent)}
             for event in events:
                 if event.sender == self.client.user_id or event.event_id in redacted:
