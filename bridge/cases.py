@@ -215,6 +215,9 @@ class Cases:
             await self.outbox.card(tx, new["id"], new_room, card.content())
             await self.outbox.thread(tx, new["id"], old_room, msgs.moved_to(new_room, step).notice())
             await self._reactions(tx, new, old_room, keys=())
+        elif d.moves or d.action == "answer" or new["state"] != old["state"]:
+            # Same room: the card itself shows the new step, deadline and draft.
+            await self.outbox.card_edit(tx, new["id"], new_room, (await self._card(tx, new, citizen, None)).content())
         await self._reactions(tx, new, new_room)
 
     async def _reactions(self, tx: Tx, case: Row, room: str, keys: tuple[str, ...] | None = None) -> None:
@@ -233,6 +236,9 @@ class Cases:
         step = self.profile.step(case["step"])
         linked = await tx.get_case(case["linked_case_id"]) if case["linked_case_id"] else None
         history = await tx.case_events(case["id"]) if moved_from else []
+        if msg is None:                  # a later rendering: the complaint's first message
+            first = await tx.case_messages(case["id"])
+            msg = first[0][1] if first else None
         return msgs.case_card(
             case=case, citizen=citizen, step=step, text=msg.text if msg else case["summary"],
             attachments=msgs.describe_attachments(msg.attachments) if msg else [],

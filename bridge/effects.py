@@ -44,6 +44,7 @@ class Effects:
 
     def register(self, dispatcher: Dispatcher) -> None:
         dispatcher.register(ob.MATRIX_CARD, self.card)
+        dispatcher.register(ob.MATRIX_CARD_EDIT, self.card_edit)
         dispatcher.register(ob.MATRIX_THREAD, self.thread)
         dispatcher.register(ob.MATRIX_NOTICE, self.notice)
         dispatcher.register(ob.MATRIX_ATTACHMENT, self.attachment)
@@ -66,6 +67,19 @@ class Effects:
             await tx.save_card(case_id, room, self.matrix.room_id(room), event_id, self.clock())
             return {"event_id": event_id}
         return finish
+
+    async def card_edit(self, d: Delivery) -> Finish | None:
+        """Replace the card's content (m.replace), so the card shows the case as it is now."""
+        async with self.store.reading() as tx:
+            card = await tx.get_card(d.row["case_id"], d.payload["room"])
+        if card is None:
+            return None                  # no card to edit (its post failed): the thread says it all
+        new = d.payload["content"]
+        content = {**new, "body": f"* {new['body']}", "formatted_body": f"* {new['formatted_body']}",
+                   "m.new_content": new, "m.mentions": {},
+                   "m.relates_to": {"rel_type": "m.replace", "event_id": card["event_id"]}}
+        event_id = await self.matrix.send(d.payload["room"], content, self.txn(d))
+        return _result(event_id=event_id)
 
     async def _in_thread(self, d: Delivery, content: dict[str, Any]) -> dict[str, Any]:
         """The content placed in the thread of the case's card in that room."""

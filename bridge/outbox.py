@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 # The kinds of effect. Their handlers live in bridge/effects.py.
 MATRIX_CARD = "matrix.card"              # a case card in a room
+MATRIX_CARD_EDIT = "matrix.card_edit"    # the card brought up to date (m.replace)
 MATRIX_THREAD = "matrix.thread"          # a message in a card's thread
 MATRIX_ATTACHMENT = "matrix.attachment"  # a citizen's file, into a card's thread
 MATRIX_NOTICE = "matrix.notice"          # a message in a room, outside any thread
@@ -62,6 +63,10 @@ class Outbox:
 
     async def card(self, tx: Tx, case_id: int, room_key: str, content: dict[str, Any]) -> int:
         return await self._put(tx, MATRIX_CARD, matrix_target(case_id, room_key),
+                               {"room": room_key, "content": content}, case_id)
+
+    async def card_edit(self, tx: Tx, case_id: int, room_key: str, content: dict[str, Any]) -> int:
+        return await self._put(tx, MATRIX_CARD_EDIT, matrix_target(case_id, room_key),
                                {"room": room_key, "content": content}, case_id)
 
     async def thread(self, tx: Tx, case_id: int, room_key: str, content: dict[str, Any]) -> int:

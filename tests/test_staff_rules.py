@@ -179,3 +179,14 @@ async def test_the_bot_takes_back_reactions_that_no_longer_apply(env: Env) -> No
     await command(env, "admin", card, "!verifikasi")         # now in 'draf': nothing to verify
     await env.admin.wait_for(lambda s: isinstance(s.event, nio.RedactionEvent)
                              and s.event.redacts == tick.event.event_id, what="the bot's ✅ taken back")
+
+
+async def test_the_card_itself_shows_the_current_step(env: Env) -> None:
+    card = await complaint(env, WARGA, "Foto KTP-el buram")
+    await command(env, "admin", card, "!verifikasi")
+    edit = await env.admin.wait_for(
+        lambda s: s.event.source.get("content", {}).get("m.relates_to", {}).get("rel_type") == "m.replace"
+        and s.event.source["content"]["m.relates_to"]["event_id"] == card.event_id, what="the card's edit")
+    new = edit.event.source["content"]["m.new_content"]
+    assert new["body"].startswith(f"📨 Pengaduan baru {card.ticket}") and "Langkah: Draf jawaban" in new["body"]
+    assert "Foto KTP-el buram" in new["body"] and new["m.mentions"] == {}
