@@ -36,16 +36,13 @@ class Intake(Worker):
         self.cases = cases
         self.outbox = outbox
         self.clock = clock
-        self.received = 0
 
     # -- the sink --------------------------------------------------------------------
     async def accept(self, messages: Sequence[InboundMessage], statuses: Sequence[StatusUpdate]) -> None:
         now = self.clock()
         async with self.store.transaction() as tx:
             for m in messages:
-                if await tx.insert_inbound(m, now):
-                    self.received += 1
-                else:
+                if not await tx.insert_inbound(m, now):
                     log.info("intake: %s %s seen before, ignored", m.channel, m.external_id[-12:])
             for st in statuses:
                 moved = await tx.apply_status(st)

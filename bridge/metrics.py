@@ -64,25 +64,17 @@ class _Collector:
         snap, bridge = self.metrics._snapshot, self.metrics.bridge
         if not snap:
             return
-        c = CounterMetricFamily("pengaduan_complaints", "Cases opened, by channel", labels=["channel"])
-        for channel, n in snap["cases"].items():
-            c.add_metric([channel], n)
-        yield c
-        c = CounterMetricFamily("pengaduan_inbound_messages", "Citizen messages received, by channel",
-                                labels=["channel"])
-        for channel, n in snap["inbound"].items():
-            c.add_metric([channel], n)
-        yield c
+        yield _by_label(CounterMetricFamily, "pengaduan_complaints", "Cases opened, by channel",
+                        "channel", snap["cases"])
+        yield _by_label(CounterMetricFamily, "pengaduan_inbound_messages", "Citizen messages received, by channel",
+                        "channel", snap["inbound"])
         g = GaugeMetricFamily("pengaduan_cases_open", "Open cases by SOP step, holder role and state",
                               labels=["step", "role", "state"])
         for r in snap["open"]:
             g.add_metric([r["step"], r["holder_role"], r["state"]], r["n"])
         yield g
-        g = GaugeMetricFamily("pengaduan_outbox_backlog", "Outbox rows waiting (pending) or given up (dead)",
-                              labels=["state"])
-        for state, n in snap["backlog"].items():
-            g.add_metric([state], n)
-        yield g
+        yield _by_label(GaugeMetricFamily, "pengaduan_outbox_backlog",
+                        "Outbox rows waiting (pending) or given up (dead)", "state", snap["backlog"])
         yield CounterMetricFamily("pengaduan_outbox_delivered", "Outbox rows delivered by this process",
                                   value=bridge.dispatcher.delivered)
         yield CounterMetricFamily("pengaduan_outbox_failures", "Failed delivery attempts in this process",
@@ -91,3 +83,10 @@ class _Collector:
                                   value=snap["breaches"])
         yield GaugeMetricFamily("pengaduan_matrix_synced", "1 when the last Matrix sync succeeded",
                                 value=1 if bridge.matrix and bridge.matrix.last_sync_ok else 0)
+
+
+def _by_label(family: Any, name: str, doc: str, label: str, values: dict[str, int]) -> Any:
+    metric = family(name, doc, labels=[label])
+    for key, n in values.items():
+        metric.add_metric([key], n)
+    return metric

@@ -414,9 +414,6 @@ class Tx:
     async def card_by_event(self, event_id: str) -> Row | None:
         return await self._one("SELECT * FROM cards WHERE event_id = ?", event_id)
 
-    async def cards_of(self, case_id: int) -> list[Row]:
-        return await self._all("SELECT * FROM cards WHERE case_id = ? ORDER BY posted_at", case_id)
-
     async def card_reactions(self, card_event_id: str) -> dict[str, str]:
         rows = await self._all("SELECT key, event_id FROM card_reactions WHERE card_event_id = ?",
                                card_event_id)

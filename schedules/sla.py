@@ -32,8 +32,6 @@ class SlaCheck:
         self.staff = staff
         self.clock = clock
         self.rooms = rooms if rooms is not None else {}     # room key -> room id, for card links
-        self.alerts_sent = 0
-        self.breaches = 0
 
     async def run_once(self) -> int:
         """Check every case whose next alert has come; returns how many alerts were sent."""
@@ -81,7 +79,5 @@ class SlaCheck:
                            from_step=case["step"], to_step=case["step"],
                            note=f"{late:.0f} menit" if level >= 2 else None)
         if level >= 2:
-            self.breaches += level == 2
             await self.outbox.notice(tx, "pimpinan", alert.content(mentions=()))
-        self.alerts_sent += 1
         log.info("sla: %s %s %s (level %d)", case["ticket"], scope, kind, level)
