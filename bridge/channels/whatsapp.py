@@ -34,6 +34,10 @@ _RATE_LIMITED = {4, 80007, 130429, 131056}
 _TEMPORARY = {1, 2, 131000}
 
 
+# A business-scoped user id: country code, a dot, (ENT. for a parent id,) letters and digits.
+_BSUID = re.compile(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}")
+
+
 class BadPayload(ValueError):
     """A notification that does not have the documented shape."""
 
@@ -43,9 +47,11 @@ def normalize_msisdn(number: str, default_country: str = "62") -> str:
 
     '0812-3456-7890', '+62 812 3456 7890' and '6281234567890' are the same number.
     """
+    if _BSUID.fullmatch(number.strip()):
+        return number.strip()       # a business-scoped user id (ID.1349..., ID.ENT.1181...): kept as it is
     digits = re.sub(r"\D", "", number)
     if not digits:
-        return number.strip()       # not a phone number (a business-scoped user id): keep it
+        return number.strip()
     if number.strip().startswith("+"):
         return digits
     if digits.startswith("0"):

@@ -3,7 +3,7 @@
 Served by the bridge in demo mode only (``/demo/``). What a visitor writes is turned into
 a WhatsApp notification, signed with the demo app secret and posted to the bridge's own
 ``/webhooks/whatsapp``, exactly as Meta would; the bot's answers reach the fake Graph API
-(``graph.py``) that the demo's ``graph_url`` points at, and the page shows them. Like a
+(``graph/``) that the demo's ``graph_url`` points at, and the page shows them. Like a
 phone, the simulator reports each answer delivered and then read, so cases close.
 """
 from __future__ import annotations
