@@ -27,9 +27,22 @@ log = logging.getLogger("bridge")
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object a line; a traceback or a stack goes whole into "exc_info" / "stack_info".
+
+    The handler's MaskingFilter has masked the message, the traceback and the stack by now;
+    the formatter masks once more (masking is idempotent) for a handler installed without it."""
+
+    _mask = MaskingFilter()
+
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"time": self.formatTime(record), "level": record.levelname,
-                           "logger": record.name, "message": record.getMessage()}, ensure_ascii=False)
+        self._mask.filter(record)           # also renders record.exc_text from exc_info, masked
+        entry = {"time": self.formatTime(record), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_text:
+            entry["exc_info"] = record.exc_text
+        if record.stack_info:
+            entry["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
@@ -76,7 +89,8 @@ def print_case(settings: Settings, ticket: str) -> str:
         store = await Store.open(settings.database_path)
         try:
             async with store.reading() as tx:
-                return transcript.to_text(await transcript.build_by_ticket(tx, ticket.upper()))
+                return transcript.to_text(await transcript.build_by_ticket(tx, ticket.upper(),
+                                                                          reveal_contact=True))
         finally:
             await store.close()
     return asyncio.run(read())
