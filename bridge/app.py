@@ -21,7 +21,7 @@ from bridge.effects import Effects
 from bridge.intake import Intake
 from bridge.matrix import MatrixBot
 from bridge.metrics import Metrics
-from bridge.outbox import MATRIX_NOTICE, Dispatcher, Outbox
+from bridge.outbox import CHANNEL_TEXT, MATRIX_NOTICE, Dispatcher, Outbox
 from bridge.staff import Desk
 from bridge.store import Row, Store
 from bridge.web import HttpServer, make_app
@@ -70,7 +70,9 @@ class Bridge:
         await self.matrix.start()
 
         self.dispatcher = Dispatcher(store, self.outbox, self.clock, on_dead=self._delivery_dead)
-        Effects(store, self.matrix, self.channels, self.clock, s.data_dir / "media").register(self.dispatcher)
+        Effects(store, self.matrix, self.channels, self.clock, s.data_dir / "media",
+                on_status=self.cases.delivery_moved, on_answer_taken=self.cases.answer_taken
+                ).register(self.dispatcher)
         for channel in self.channels.values():
             await channel.start(self.intake)
             self._started.append(channel)
@@ -109,14 +111,15 @@ class Bridge:
         try:
             async with self.store.reading() as tx:
                 backlog: dict[str, Any] = await tx.outbox_backlog()
+                inbound: dict[str, Any] = {"failed": await tx.failed_inbound_count()}
             db_ok = True
         except Exception as e:          # a broken disk or database: say so, do not crash
-            backlog, db_ok = {"error": str(e)}, False
+            backlog, inbound, db_ok = {"error": str(e)}, {}, False
         matrix_ok = self.matrix.last_sync_ok
         channels = {name: ch.health() for name, ch in self.channels.items()}
         ok = db_ok and matrix_ok and all(c.get("ok") for c in channels.values())
         return {"ok": ok, "database": {"ok": db_ok}, "matrix": {"synced": matrix_ok},
-                "channels": channels, "outbox": backlog}
+                "channels": channels, "outbox": backlog, "inbound": inbound}
 
     async def _delivery_dead(self, row: Row, error: str) -> None:
         """Tell the admin room what could not be delivered, so a person can act."""
@@ -125,8 +128,12 @@ class Bridge:
         assert self.store is not None
         async with self.store.transaction() as tx:
             case = await tx.get_case(row["case_id"]) if row["case_id"] else None
-            if case and row["payload"].get("purpose") == "answer":
-                await self.cases.answer_failed(tx, case, error)
+            if case and row["kind"] == CHANNEL_TEXT:
+                purpose = row["payload"].get("purpose") or "notice"
+                if purpose == "answer":
+                    await self.cases.answer_failed(tx, case, error)
+                else:                   # shown in the case's thread (a question's wait ends)
+                    await self.cases.message_failed(tx, case, purpose, error)
             what = {"channel.text": "pesan ke pemohon", "matrix.attachment": "lampiran"}.get(
                 row["kind"], row["kind"])
             await self.outbox.notice(tx, "admin", msgs.delivery_failed(

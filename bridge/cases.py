@@ -12,11 +12,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bridge import messages as msgs
-from bridge.channels.base import InboundMessage
+from bridge.channels.base import InboundMessage, StatusUpdate
 from bridge.clock import Clock, parse_ts
 from bridge.outbox import Outbox
+from bridge.privacy import mask_nik
 from bridge.store import Row, Tx
-from bridge.workflow import CaseView, Decision, Profile, Step, agenda_number, allowed_actions
+from bridge.workflow import (OUTCOME_ANSWERED, CaseView, Decision, Profile, Step, agenda_number,
+                             allowed_actions)
 from bridge.worktime import SlaPolicy
 
 BOT = "bot"
@@ -36,9 +38,14 @@ class Unit:
     categories: tuple[str, ...]
 
 
+# Why the bot writes to the citizen (deliveries.purpose): a failure names it to staff.
+PURPOSES = {"ticket": "balasan nomor tiket", "question": "pertanyaan (!tanya)",
+            "rejection": "pemberitahuan penolakan", "answer": "jawaban", "notice": "pesan"}
+
+
 def view(case: Row) -> CaseView:
     return CaseView(step=case["step"], state=case["state"], has_draft=bool(case["answer_draft"]),
-                    approved=bool(case["approved_at"]))
+                    approved=bool(case["approved_at"]), drafted_by=case["drafted_by"])
 
 
 class Cases:
@@ -91,20 +98,22 @@ class Cases:
         case = await tx.get_case(case_id)
         assert case is not None
         room = self.holder_room(case)
-        await self.outbox.card(tx, case_id, room, (await self._card(tx, case, citizen, msg)).content())
+        await self.outbox.card(tx, case_id, room, (await self._card(tx, case, citizen, msg)).content(), ticket)
         await self._attachments(tx, case_id, room, msg)
         await self._reactions(tx, case, room)
         opens = None if self.calendar.is_open(now) else self.calendar.next_open(now)
         await self.outbox.citizen_text(
             tx, case_id, msg.channel, citizen["address"],
             msgs.ticket_reply(ticket, self.profile.total_minutes, citizen["name"], due_at, opens),
-            reply_to=msg.external_id)
+            reply_to=msg.external_id, purpose="ticket")
         return case
 
-    async def add_citizen_message(self, tx: Tx, case: Row, citizen: Row, msg: InboundMessage) -> None:
+    async def add_citizen_message(self, tx: Tx, case: Row, citizen: Row, msg: InboundMessage,
+                                  *, answers: bool = True) -> None:
         """A later message of the citizen: into the card's thread and the audit trail.
 
-        While the case waits for the citizen (``!tanya``), this message is the answer:
+        While the case waits for the citizen (``!tanya``), a message that ``answers`` (one
+        the citizen wrote or sent, not a reaction, an edit or a deletion) is the answer:
         the case returns to the step it was in.
         """
         room = self.holder_room(case)
@@ -118,21 +127,28 @@ class Cases:
         else:
             await self.outbox.thread(tx, case["id"], room,
                                      msgs.citizen_followup(msg, citizen["name"]).content())
-        if case["state"] == "waiting":
-            await tx.update_case(case["id"], state="open", waiting_since=None,
-                                 **self._resumed(case, parse_ts(case["waiting_since"]), now))
-            await self._schedule(tx, case["id"])
-            await tx.add_event(case["id"], at=now, actor=CITIZEN, kind="citizen_answered",
-                               from_step=case["step"], to_step=case["step"])
-            step = self.profile.step(case["step"])
-            await self.outbox.thread(tx, case["id"], room, msgs.back_from_waiting(step).notice())
-            await self._reactions(tx, await self._reload(tx, case), room)
+        if case["state"] == "waiting" and answers:
+            await self._resume(tx, case, CITIZEN, "citizen_answered", None,
+                               msgs.back_from_waiting(self.profile.step(case["step"])))
+
+    async def _resume(self, tx: Tx, case: Row, actor: str, kind: str, note: str | None,
+                      notice: msgs.Rich) -> None:
+        """The wait for the citizen ends: the clocks run again with the working time they had left."""
+        now = self.clock()
+        await tx.update_case(case["id"], state="open", waiting_since=None,
+                             **self._resumed(case, parse_ts(case["waiting_since"]), now))
+        await self._schedule(tx, case["id"])
+        await tx.add_event(case["id"], at=now, actor=actor, kind=kind, from_step=case["step"],
+                           to_step=case["step"], note=note)
+        room = self.holder_room(case)
+        await self.outbox.thread(tx, case["id"], room, notice.notice())
+        await self._reactions(tx, await self._reload(tx, case), room)
 
     async def _attachments(self, tx: Tx, case_id: int, room: str, msg: InboundMessage,
                            caption: str = "") -> None:
         for i, att in enumerate(msg.attachments):
             await self.outbox.attachment(tx, case_id, room, msg.channel, att,
-                                         caption=caption if i == 0 else "")
+                                         caption=mask_nik(caption) if i == 0 else "")
 
     # -- staff side ------------------------------------------------------------------
     async def act(self, tx: Tx, case: Row, actor: str, role: str, d: Decision, text: str = "") -> Row:
@@ -146,9 +162,14 @@ class Cases:
         if d.action == "claim":
             fields["assignee"] = actor
         elif d.action == "answer":
-            fields["answer_draft"] = text
+            fields.update(answer_draft=text, drafted_by=actor)
         elif d.action == "ask":
             fields.update(state="waiting", waiting_since=now)
+        if d.withdraws:
+            # The paraf is taken back; its agenda number is void and never given again.
+            fields.update(approved_by=None, approved_at=None, approved_role=None, agenda_number=None)
+            if case["agenda_number"]:
+                data["void_agenda_number"] = case["agenda_number"]
         if d.approves:
             fields.update(approved_by=actor, approved_at=now, approved_role=role)
             if self.profile.agenda_format:
@@ -198,21 +219,21 @@ class Cases:
         assert citizen is not None
         step = self.profile.step(new["step"])
         await self.outbox.thread(tx, new["id"], old_room,
-                                 msgs.confirmation(d.action, actor, role, step, new, text).notice())
-        if d.action == "reject":
-            await self.outbox.citizen_text(tx, new["id"], new["channel"], citizen["address"],
-                                           msgs.rejected_to_citizen(new["ticket"], text))
-        elif d.action == "ask":
-            await self.outbox.citizen_text(tx, new["id"], new["channel"], citizen["address"],
-                                           msgs.question_to_citizen(new["ticket"], text))
-        elif d.action == "send":
-            await self.outbox.citizen_text(tx, new["id"], new["channel"], citizen["address"],
-                                           msgs.answer_to_citizen(new), purpose="answer")
+                                 msgs.confirmation(d.action, actor, role, step, new, text,
+                                                   old["agenda_number"] if d.withdraws else None).notice())
+        said = msgs.to_citizen(d.action, new, text)
+        if said is not None:
+            purpose = {"reject": "rejection", "ask": "question", "send": "answer"}[d.action]
+            await self.outbox.citizen_text(tx, new["id"], new["channel"], citizen["address"], said,
+                                           purpose=purpose)
         new_room = self.holder_room(new)
         if new_room != old_room and new["state"] != "closed":
-            # Escalation (or a return): a new card where the case now lives, a pointer here.
+            # Escalation (or a return): a new card where the case now lives, the citizen's
+            # files and messages in its thread (staff there are not in the old room), and a
+            # pointer here.
             card = await self._card(tx, new, citizen, None, moved_from=old_room)
-            await self.outbox.card(tx, new["id"], new_room, card.content())
+            await self.outbox.card(tx, new["id"], new_room, card.content(), new["ticket"])
+            await self.outbox.evidence(tx, new["id"], new_room)
             await self.outbox.thread(tx, new["id"], old_room, msgs.moved_to(new_room, step).notice())
             await self._reactions(tx, new, old_room, keys=())
         elif d.moves or d.action == "answer" or new["state"] != old["state"]:
@@ -245,19 +266,72 @@ class Cases:
             linked_ticket=linked["ticket"] if linked else None, history=history,
             escalated=moved_from is not None)
 
-    # -- delivery of the answer ------------------------------------------------------
+    # -- what became of our messages to the citizen ----------------------------------
+    async def delivery_moved(self, tx: Tx, delivery: Row, st: StatusUpdate) -> None:
+        """A delivery status moved one of our messages forward: what it means for its case."""
+        if not delivery["case_id"]:
+            return
+        case = await tx.get_case(delivery["case_id"])
+        assert case is not None
+        purpose = delivery["purpose"] or "notice"
+        error = f"{st.error_code or ''} {st.error_title or ''}".strip()
+        if purpose == "answer":
+            if st.status in ("delivered", "read"):
+                await self.answer_delivered(tx, case, st.status)
+            elif st.status == "failed":
+                await self.answer_failed(tx, case, error)
+            elif case["state"] != "closed":
+                await self.outbox.thread(tx, case["id"], self.holder_room(case),
+                                         msgs.delivery_status(case["ticket"], st.status).notice())
+        elif st.status == "failed":
+            await self.message_failed(tx, case, purpose, error)
+
+    async def answer_taken(self, tx: Tx, case_id: int) -> None:
+        """The channel took the answer: the office's part is done, so the SLA clocks stop.
+
+        The case closes when the citizen's phone confirms delivery, or when the citizen
+        writes again (``answer_unconfirmed``): an unconfirmed delivery never blocks them.
+        """
+        await tx.update_case(case_id, answer_sent_at=self.clock(), next_alert_at=None)
+
     async def answer_delivered(self, tx: Tx, case: Row, status: str) -> None:
         """The citizen has the answer: the case is done."""
         if case["state"] == "closed":
             return
+        await self._close_answered(tx, case, "answer_delivered", status,
+                                   msgs.delivery_status(case["ticket"], status))
+
+    async def answer_unconfirmed(self, tx: Tx, case: Row) -> None:
+        """The citizen writes again after the channel took the answer, with no receipt yet:
+        the answer counts as received, and what they write now is a new complaint."""
+        await self._close_answered(tx, case, "answer_unconfirmed", None, msgs.answer_unconfirmed(case["ticket"]))
+
+    async def _close_answered(self, tx: Tx, case: Row, kind: str, note: str | None, notice: msgs.Rich) -> None:
         now = self.clock()
-        await tx.update_case(case["id"], state="closed", closed_at=now, answered_at=now, outcome="dijawab",
-                             next_alert_at=None)
-        await tx.add_event(case["id"], at=now, actor=CITIZEN, kind="answer_delivered",
-                           from_step=case["step"], to_step=case["step"], note=status)
+        await tx.update_case(case["id"], state="closed", closed_at=now, answered_at=now,
+                             outcome=OUTCOME_ANSWERED, next_alert_at=None)
+        await tx.add_event(case["id"], at=now, actor=CITIZEN, kind=kind,
+                           from_step=case["step"], to_step=case["step"], note=note)
         room = self.holder_room(case)
-        await self.outbox.thread(tx, case["id"], room, msgs.delivery_status(case["ticket"], status).notice())
+        await self.outbox.thread(tx, case["id"], room, notice.notice())
         await self._reactions(tx, case, room, keys=())
+
+    def answer_awaits_receipt(self, case: Row) -> bool:
+        """The answer went out and only the citizen's receipt is missing."""
+        return bool(case["answer_sent_at"]) and case["state"] == "open" and case["step"] == self.profile.final_step.id
+
+    async def message_failed(self, tx: Tx, case: Row, purpose: str, error: str) -> None:
+        """A message to the citizen other than the answer failed: staff see it in the thread.
+
+        A question that never reached the citizen cannot be answered: the wait ends and
+        the clocks run again.
+        """
+        what = PURPOSES.get(purpose, purpose)
+        notice = msgs.delivery_failed(case["ticket"], what, error)
+        if purpose == "question" and case["state"] == "waiting":
+            await self._resume(tx, case, BOT, "question_failed", error, notice)
+        else:
+            await self.outbox.thread(tx, case["id"], self.holder_room(case), notice.notice())
 
     async def answer_failed(self, tx: Tx, case: Row, error: str) -> None:
         """The answer did not reach the citizen: back to the step that sent it."""
@@ -267,7 +341,7 @@ class Cases:
         sent = next((e for e in reversed(events) if e["kind"] == "send"), None)
         back = self.profile.step(sent["from_step"]) if sent else self.profile.step(case["step"])
         now = self.clock()
-        await tx.update_case(case["id"], **self._enter(back, now))
+        await tx.update_case(case["id"], answer_sent_at=None, **self._enter(back, now))
         await self._schedule(tx, case["id"])
         await tx.add_event(case["id"], at=now, actor=BOT, kind="answer_failed",
                            from_step=case["step"], to_step=back.id, note=error)
@@ -280,7 +354,7 @@ class Cases:
 
 def next_alert_at(policy: SlaPolicy, case: Row) -> datetime | None:
     """When the next warning, breach or reminder of an open case is due (None: none)."""
-    if case["state"] != "open":
+    if case["state"] != "open" or case["answer_sent_at"]:
         return None
     times = [policy.next_alert(case[level], parse_ts(case[warn]), parse_ts(case[due]))
              for level, warn, due in (("step_alerts", "step_warn_at", "step_due_at"),

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bridge.workflow import Profile, ProfileError, load_profile
+from bridge.workflow import STAFF_ROLES as ROLES, Profile, ProfileError, load_profile
 from bridge.worktime import DEFAULT_HOURS, WEEKDAYS, SlaPolicy, WorkCalendar
 
-ROLES = ("admin", "kasi", "kabid", "pimpinan")
 _USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
 # A room alias, or a room id: "!opaque:server", or "!opaque" alone (room version 12 on).
 _ROOM = re.compile(r"^(#[^:\s]+:[A-Za-z0-9.\-]+(:\d+)?|![^:\s]+(:[A-Za-z0-9.\-]+(:\d+)?)?)$")

@@ -9,23 +9,30 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from bridge import outbox as ob
-from bridge.channels.base import Attachment, Channel
+from bridge.channels.base import Attachment, Channel, StatusUpdate
 from bridge import transcript
 from bridge.clock import Clock
 from bridge.errors import DeliveryError
 from bridge.matrix import MatrixBot
 from bridge.outbox import Delivery, Dispatcher, Finish
+from bridge import messages as msgs
 from bridge.messages import ACTION_REACTIONS
-from bridge.store import Store, Tx
+from bridge.store import Row, Store, Tx
 
 log = logging.getLogger(__name__)
 
 _MSGTYPES = {"image": "m.image", "sticker": "m.image", "video": "m.video", "audio": "m.audio"}
 _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "application/pdf": ".pdf",
                "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "video/mp4": ".mp4"}
+
+
+# What a delivery status means for a case (Cases.delivery_moved), and that the answer
+# was taken (Cases.answer_taken): called inside the transaction that records a send.
+StatusHandler = Callable[[Tx, Row, StatusUpdate], Awaitable[None]]
+AnswerTaken = Callable[[Tx, int], Awaitable[None]]
 
 
 def thread_relation(root: str) -> dict[str, Any]:
@@ -35,7 +42,9 @@ def thread_relation(root: str) -> dict[str, Any]:
 
 class Effects:
     def __init__(self, store: Store, matrix: MatrixBot, channels: dict[str, Channel], clock: Clock,
-                 media_dir: Path) -> None:
+                 media_dir: Path, *, on_status: StatusHandler, on_answer_taken: AnswerTaken) -> None:
+        self.on_status = on_status
+        self.on_answer_taken = on_answer_taken
         self.store = store
         self.matrix = matrix
         self.channels = channels
@@ -50,6 +59,7 @@ class Effects:
         dispatcher.register(ob.MATRIX_ATTACHMENT, self.attachment)
         dispatcher.register(ob.MATRIX_REACTIONS, self.reactions)
         dispatcher.register(ob.MATRIX_TRANSCRIPT, self.transcript)
+        dispatcher.register(ob.MATRIX_EVIDENCE, self.evidence)
         dispatcher.register(ob.CHANNEL_TEXT, self.citizen_text)
         dispatcher.register(ob.CHANNEL_READ, self.mark_read)
 
@@ -118,16 +128,42 @@ class Effects:
         if "mxc" not in p:
             data = Path(p["path"]).read_bytes()
             await d.save_progress(mxc=await self.matrix.upload(data, p["mime_type"], p["filename"]))
-        content: dict[str, Any] = {
-            "msgtype": _MSGTYPES.get(att.kind, "m.file"), "body": p["filename"], "filename": p["filename"],
-            "url": p["mxc"], "info": {"mimetype": p["mime_type"], "size": p["size"]}, "m.mentions": {},
-        }
-        if d.payload.get("caption"):
-            # A Matrix media caption: body is the caption when filename is set beside it.
-            content["body"] = d.payload["caption"]
-        content = await self._in_thread(d, content)
+        content = await self._in_thread(d, _media_content(att, p, d.payload.get("caption", "")))
         event_id = await self.matrix.send(d.payload["room"], content, self.txn(d))
         return _result(event_id=event_id, mxc=p["mxc"])
+
+    async def evidence(self, d: Delivery) -> Finish | None:
+        """Under a case's new card (escalation, return): the citizen's earlier messages and
+        files, so that staff who are not members of the first room see them too. Files
+        are posted again from their ``mxc://`` content, never downloaded again.
+
+        The case's effects are delivered in order, so every earlier attachment row is
+        done (or dead) by now. Each post is kept in ``progress``, so a retry repeats none.
+        """
+        async with self.store.reading() as tx:
+            events = await tx.case_events(d.row["case_id"])
+            files = await tx.case_outbox(d.row["case_id"], ob.MATRIX_ATTACHMENT)
+        said = [e for e in events if e["kind"] == "citizen_message" and e["note"]]
+        if said and "messages" not in d.progress:
+            content = msgs.earlier_messages(said).content()
+            await d.save_progress(messages=await self.matrix.send(
+                d.payload["room"], await self._in_thread(d, content), f"{self.txn(d)}-messages"))
+        seen: set[str] = set()
+        for row in files:
+            ref = row["payload"]["attachment"]["ref"]
+            key = f"file-{row['id']}"
+            if ref in seen or key in d.progress:
+                continue
+            seen.add(ref)
+            p = row["progress"]
+            if "mxc" in p:
+                content = _media_content(Attachment.from_dict(row["payload"]["attachment"]), p,
+                                         row["payload"].get("caption", ""))
+            else:                        # its download failed for good: say so instead
+                content = msgs.missing_attachment(p.get("filename") or row["payload"]["attachment"]["kind"]).notice()
+            await d.save_progress(**{key: await self.matrix.send(
+                d.payload["room"], await self._in_thread(d, content), f"{self.txn(d)}-{key}")})
+        return None
 
     async def reactions(self, d: Delivery) -> Finish | None:
         """Bring the bot's reactions on a card to the wanted set; each change is kept at once."""
@@ -177,14 +213,33 @@ class Effects:
                                                                   reply_to=p.get("reply_to"))
 
         async def finish(tx: Tx) -> dict[str, Any]:
-            await tx.record_delivery(p["channel"], external_id, outbox_id=d.id,
-                                     case_id=d.row["case_id"], at=self.clock(), purpose=p.get("purpose"))
+            early = await tx.record_delivery(p["channel"], external_id, outbox_id=d.id,
+                                             case_id=d.row["case_id"], at=self.clock(), purpose=p.get("purpose"))
+            if p.get("purpose") == "answer" and d.row["case_id"]:
+                await self.on_answer_taken(tx, d.row["case_id"])
+            # Statuses that came while the send was under way count now, in their order.
+            for st in early:
+                moved = await tx.apply_status(st)
+                if moved:
+                    await self.on_status(tx, moved, st)
             return {"external_id": external_id}
         return finish
 
     async def mark_read(self, d: Delivery) -> None:
         await self._channel(d.payload["channel"]).mark_read(d.payload["external_id"])
         return None
+
+
+def _media_content(att: Attachment, p: dict[str, Any], caption: str) -> dict[str, Any]:
+    """A Matrix media message for an uploaded file (``p``: its progress: mxc, filename, ...)."""
+    content: dict[str, Any] = {
+        "msgtype": _MSGTYPES.get(att.kind, "m.file"), "body": p["filename"], "filename": p["filename"],
+        "url": p["mxc"], "info": {"mimetype": p["mime_type"], "size": p["size"]}, "m.mentions": {},
+    }
+    if caption:
+        # A Matrix media caption: body is the caption when filename is set beside it.
+        content["body"] = caption
+    return content
 
 
 def _result(**values: Any) -> Finish:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import math
 import re
 from collections import defaultdict
@@ -22,7 +23,7 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
 from bridge.clock import parse_ts
-from bridge.messages import CHANNEL_NAMES
+from bridge.messages import CHANNEL_NAMES, STATE_NAMES
 from bridge.store import Row, Store, Tx
 from bridge.workflow import Profile, Step
 from bridge.worktime import WorkCalendar
@@ -32,13 +33,12 @@ BULAN = ("Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli", "Agustu
          "Oktober", "November", "Desember")
 MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
 DATE_FORMAT = "%d-%m-%Y %H:%M"            # Diterima / Selesai, office time
-OUTCOMES = {"open": "dalam proses", "waiting": "menunggu pemohon"}
 _ALL_TIME = (datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc))
 
 # The report's columns, then one "<step> (menit, SOP n)" per step with SOP minutes.
 # No rating column yet: the citizen's rating of the answer is a later issue; add it here then.
 COLUMNS = ("Nomor tiket", "Diterima", "Selesai", "Saluran", "Layanan", "Langkah terakhir", "Hasil",
-           "Waktu total (menit)", "Target SOP (menit)", "Tepat waktu", "Nomor agenda")
+           "Waktu total (menit)", "Target SOP (menit)", "Tepat waktu", "Nomor agenda", "Nomor agenda batal")
 
 
 def step_column(name: str, minutes: int) -> str:
@@ -99,11 +99,15 @@ async def month_rows(tx: Tx, profile: Profile, calendar: WorkCalendar, month: st
             "Saluran": CHANNEL_NAMES.get(case["channel"], case["channel"]),
             "Layanan": case["category"],
             "Langkah terakhir": step.name if step else case["step"],
-            "Hasil": case["outcome"] if closed else OUTCOMES.get(case["state"], case["state"]),
+            "Hasil": case["outcome"] if closed else STATE_NAMES.get(case["state"], case["state"]),
             "Waktu total (menit)": total,
             "Target SOP (menit)": profile.total_minutes,
             "Tepat waktu": None if total is None else ("Ya" if total <= profile.total_minutes else "Tidak"),
             "Nomor agenda": case["agenda_number"],
+            # A paraf taken back (the check after paraf failed): its number is void, never reused.
+            "Nomor agenda batal": ", ".join(
+                d["void_agenda_number"] for d in (json.loads(e["data"]) for e in events[case["id"]] if e["data"])
+                if d.get("void_agenda_number")) or None,
         }
         for s in reported_steps(profile):
             row[step_column(s.name, s.minutes)] = whole_minutes(spent[s.id]) if s.id in spent else None

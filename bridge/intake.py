@@ -3,7 +3,9 @@
 ``accept`` is the channels' sink: it stores what arrived (deduplicated) and returns, so
 the channel can answer 200. The worker then processes the stored rows in order; each
 row is handled in one transaction with everything it causes, so a crash at any point
-leaves it either untouched (and processed after the restart) or fully done.
+leaves it either untouched (and processed after the restart) or fully done. A row whose
+processing keeps failing is set aside after ``MAX_ATTEMPTS`` (state 'failed', told to
+the admin room once), so one bad message never stops the others.
 
 This is the simple intake: the first message opens a case. The complaint format and the
 guided questions come with the citizen conversation.
@@ -21,10 +23,13 @@ from bridge.channels.base import InboundMessage, StatusUpdate
 from bridge.clock import Clock
 from bridge.outbox import Outbox
 from bridge.privacy import mask_phone
-from bridge.store import Row, Store, Tx
+from bridge.store import Store, Tx
 from bridge.worker import Worker
 
 log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+RETRY_SECONDS = 1.0        # a failed message is tried again this soon (MAX_ATTEMPTS in all)
 
 
 class Intake(Worker):
@@ -36,6 +41,10 @@ class Intake(Worker):
         self.cases = cases
         self.outbox = outbox
         self.clock = clock
+        self._retrying = False
+
+    async def idle_seconds(self) -> float:
+        return RETRY_SECONDS if self._retrying else 30.0
 
     # -- the sink --------------------------------------------------------------------
     async def accept(self, messages: Sequence[InboundMessage], statuses: Sequence[StatusUpdate]) -> None:
@@ -45,38 +54,59 @@ class Intake(Worker):
                 if not await tx.insert_inbound(m, now):
                     log.info("intake: %s %s seen before, ignored", m.channel, m.external_id[-12:])
             for st in statuses:
+                if st.status == "failed":
+                    log.warning("intake: delivery %s failed: %s %s", st.external_id[-12:], st.error_code,
+                                st.error_title)
+                # A status before its message's row is kept by the store and applied later.
                 moved = await tx.apply_status(st)
                 if moved:
-                    await self._status_moved(tx, moved, st)
+                    await self.cases.delivery_moved(tx, moved, st)
         if messages:
             self.wake()
         if statuses:
             self.outbox.wake()
 
-    async def _status_moved(self, tx: Tx, delivery: Row, st: StatusUpdate) -> None:
-        if st.status == "failed":
-            log.warning("intake: delivery %s failed: %s %s", st.external_id[-12:], st.error_code, st.error_title)
-        if delivery["purpose"] != "answer" or not delivery["case_id"]:
-            return
-        case = await tx.get_case(delivery["case_id"])
-        assert case is not None
-        if st.status in ("delivered", "read") and case["state"] != "closed":
-            await self.cases.answer_delivered(tx, case, st.status)
-        elif st.status == "failed":
-            await self.cases.answer_failed(tx, case, f"{st.error_code} {st.error_title or ''}".strip())
-        else:
-            await self.outbox.thread(tx, case["id"], self.cases.holder_room(case),
-                                     msgs.delivery_status(case["ticket"], st.status).notice())
-
     # -- the worker ----------------------------------------------------------------
     async def run_once(self) -> int:
+        """Process the stored messages in order; returns how many were done.
+
+        A message that fails is retried on a later round; the citizen's later messages
+        wait behind it (their order matters), everyone else's go on.
+        """
         async with self.store.reading() as tx:
             pending = await tx.pending_inbound()
+        done = 0
+        self._retrying = False
+        blocked: set[tuple[str, str]] = set()
         for inbound_id, msg in pending:
-            async with self.store.transaction() as tx:
-                await self._process(tx, inbound_id, msg)
+            if (msg.channel, msg.address) in blocked:
+                continue
+            try:
+                async with self.store.transaction() as tx:
+                    await self._process(tx, inbound_id, msg)
+                done += 1
+            except Exception as e:
+                log.exception("intake: inbound %d (%s from %s) failed", inbound_id, msg.kind,
+                              mask_phone(msg.address))
+                blocked.add((msg.channel, msg.address))
+                self._retrying = await self._failed(inbound_id, msg, e) or self._retrying
             self.outbox.wake()
-        return len(pending)
+        return done
+
+    async def _failed(self, inbound_id: int, msg: InboundMessage, error: Exception) -> bool:
+        """Count the failure; returns whether the message will be tried again."""
+        async with self.store.transaction() as tx:
+            attempts = await tx.inbound_attempt_failed(inbound_id, f"{error.__class__.__name__}: {error}",
+                                                       max_attempts=MAX_ATTEMPTS)
+            if attempts < MAX_ATTEMPTS:
+                return True
+            # Set aside: the admin room hears of it once, with what staff can find it by.
+            citizen = await tx.citizen_by_address(msg.channel, msg.address)
+            case = await tx.open_case_of(citizen["id"]) if citizen else None
+            await self.outbox.notice(tx, "admin", msgs.inbound_set_aside(
+                case["ticket"] if case else None, mask_phone(msg.address), msg.kind, attempts).notice())
+        log.error("intake: inbound %d set aside after %d attempts", inbound_id, attempts)
+        return False
 
     async def _process(self, tx: Tx, inbound_id: int, msg: InboundMessage) -> None:
         if msg.kind == K.SYSTEM:
@@ -89,14 +119,19 @@ class Intake(Worker):
         case = await tx.open_case_of(citizen_id)
         if msg.kind in K.CASE_KINDS:
             await self.outbox.mark_read(tx, msg.channel, msg.address, msg.external_id)
+            if case is not None and self.cases.answer_awaits_receipt(case):
+                # The answer went out; writing again means they have it. This is new.
+                await self.cases.answer_unconfirmed(tx, case)
+                case = None
             if case is None:
                 case = await self.cases.open(tx, citizen, msg, category=category_of(msg.text))
                 log.info("intake: %s opened for %s", case["ticket"], mask_phone(msg.address))
             else:
                 await self.cases.add_citizen_message(tx, case, citizen, msg)
         elif case is not None:
-            # A reaction, an edit, a deleted or unsupported message: staff should see it.
-            await self.cases.add_citizen_message(tx, case, citizen, msg)
+            # A reaction, an edit, a deleted or unsupported message: staff should see it,
+            # but it answers no question (only what the citizen wrote or sent does).
+            await self.cases.add_citizen_message(tx, case, citizen, msg, answers=False)
         elif msg.kind == K.UNSUPPORTED:
             await self.outbox.citizen_text(tx, None, msg.channel, msg.address, msgs.UNSUPPORTED_REPLY)
         await tx.finish_inbound(inbound_id, case_id=case["id"] if case else None,

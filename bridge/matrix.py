@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 _PERMANENT = {"M_FORBIDDEN", "M_BAD_JSON", "M_NOT_JSON", "M_INVALID_PARAM", "M_TOO_LARGE",
               "M_UNRECOGNIZED"}
 SYNC_TIMEOUT_MS = 30_000
+TIMELINE_LIMIT = 100       # events per room in one sync; more than that is a gap, fetched back
+GAP_PAGES = 50             # at most this many /messages pages to close one gap
 
 
 class MatrixStartupError(Exception):
@@ -49,6 +51,7 @@ class MatrixBot:
         self._sync_task: asyncio.Task[None] | None = None
         self.since_at_start: str | None = None     # the stored sync token a start resumed from
         self._handlers: list[tuple[type, EventHandler]] = []
+        self.timeline_limit = TIMELINE_LIMIT
 
     @property
     def user_id(self) -> str:
@@ -153,21 +156,20 @@ class MatrixBot:
         """Call ``handler(room, event)`` for each new event of that type from others."""
         self._handlers.append((event_type, handler))
 
-    async def _dispatch(self, resp: nio.SyncResponse) -> None:
+    async def _dispatch(self, resp: nio.SyncResponse, since: str) -> None:
         """Hand each new timeline event to its handlers, in order.
 
-        A reaction redacted within the same batch is never acted on: its removal came
-        before the bot could act. (One already acted on stays done: redactions of
-        reactions are not handled.)
+        A room whose timeline is ``limited`` left events out (the bot was away long):
+        they are fetched back to ``since`` first, so no staff action is lost. A reaction
+        redacted within the same batch is never acted on: its removal came before the bot
+        could act. (One already acted on stays done: redactions of reactions are not
+        handled.)
         """
         for room_id, info in resp.rooms.join.items():
             room = self.client.rooms.get(room_id) or nio.MatrixRoom(room_id, self.client.user_id)
-            events = info.timeline.events
-            if info.timeline.limited:
-                # More happened than one sync carries (the bot was away long): older staff
-                # events of this gap are not replayed. Say so, so an operator can look.
-                log.warning("matrix: sync gap in %s: events before %s were not processed",
-                            room_id, events[0].event_id if events else "?")
+            events = list(info.timeline.events)
+            if info.timeline.limited and info.timeline.prev_batch:
+                events = await self._gap(room_id, info.timeline.prev_batch, since) + events
             redacted = {e.redacts for e in events if isinstance(e, nio.RedactionEvent)}
             for event in events:
                 if event.sender == self.client.user_id or event.event_id in redacted:
@@ -179,19 +181,40 @@ class MatrixBot:
                         except Exception:
                             log.exception("matrix: handling %s failed", event.event_id)
 
+    async def _gap(self, room_id: str, prev_batch: str, since: str) -> list[Any]:
+        """The events between the stored token and a limited sync's timeline, oldest first."""
+        gap: list[Any] = []
+        start: str | None = prev_batch
+        for _ in range(GAP_PAGES):
+            resp = await self.client.room_messages(room_id, start=start, end=since,
+                                                   direction=nio.MessageDirection.back, limit=100)
+            if not isinstance(resp, nio.RoomMessagesResponse):
+                log.error("matrix: the gap in %s could not be fetched (%s): staff events in it are not "
+                          "processed", room_id, resp)
+                break
+            gap.extend(resp.chunk)
+            if not resp.chunk or not resp.end or resp.end == start:
+                break
+            start = resp.end
+        else:
+            log.error("matrix: the gap in %s is longer than %d pages: its oldest events are not processed",
+                      room_id, GAP_PAGES)
+        log.info("matrix: sync gap in %s: %d events fetched back", room_id, len(gap))
+        return list(reversed(gap))
+
     async def _sync_loop(self, since: str | None) -> None:
         delay = 1.0
         wait_ms = 0          # the first sync returns at once: start-up waits for it
         while True:
             try:
                 resp = await self.client.sync(timeout=wait_ms, since=since,
-                                              sync_filter={"room": {"timeline": {"limit": 100}}})
+                                              sync_filter={"room": {"timeline": {"limit": self.timeline_limit}}})
             except Exception as e:  # network trouble: retry with backoff
                 resp = e
             if isinstance(resp, nio.SyncResponse):
                 # The very first sync of a new bridge is history: nothing in it is for us.
                 if since is not None:
-                    await self._dispatch(resp)
+                    await self._dispatch(resp, since)
                 since = resp.next_batch
                 async with self.store.transaction() as tx:
                     await tx.set_state("sync_token", since)
@@ -229,6 +252,16 @@ class MatrixBot:
             raise DeliveryError(f"matrix: {e.__class__.__name__}: {e}", transient=True) from e
         if not isinstance(resp, nio.RoomRedactResponse):
             raise _error("redact", resp)
+
+    async def event_content(self, room_id: str, event_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The sender and content of one event, or None when it cannot be read."""
+        try:
+            resp = await self.client.room_get_event(room_id, event_id)
+        except (asyncio.TimeoutError, OSError):
+            return None
+        if not isinstance(resp, nio.RoomGetEventResponse):
+            return None
+        return resp.event.sender, resp.event.source.get("content", {})
 
     def room_key(self, room_id: str) -> str | None:
         """The role (or unit) key of one of our rooms."""

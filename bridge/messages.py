@@ -6,6 +6,8 @@ message that carries citizen text has empty ``m.mentions`` so that it pings nobo
 from __future__ import annotations
 
 import html
+import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterable
@@ -13,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 from bridge.channels.base import Attachment, InboundMessage
 from bridge.clock import parse_ts
-from bridge.privacy import mask_phone
+from bridge.privacy import mask_nik, mask_phone
+from bridge.workflow import ROLE_TITLES as ROLE_NAMES
 
 if TYPE_CHECKING:
     from bridge.store import Row
@@ -21,10 +24,14 @@ if TYPE_CHECKING:
 
 DISPLAY_TZ = ZoneInfo("Asia/Jakarta")
 CHANNEL_NAMES = {"whatsapp": "WhatsApp", "telegram": "Telegram"}
-ROLE_NAMES = {"admin": "Admin WA", "kasi": "Kepala Seksi", "kabid": "Kepala Bidang",
-              "pimpinan": "Pimpinan", "citizen": "Pemohon"}
 ATTACHMENT_NAMES = {"image": "Foto", "document": "Dokumen", "audio": "Rekaman suara",
                     "video": "Video", "sticker": "Stiker"}
+
+
+# Synapse refuses an event over 65,536 bytes; a message the bot builds stays well below.
+MAX_EVENT_BYTES = 60_000
+CARD_HISTORY = 15          # the latest entries an escalation card shows; !riwayat has all
+NIK_LINE = re.compile(r"^\W*NIK\s*[:=]\s*(\d{16})\b", re.IGNORECASE | re.MULTILINE)
 
 
 def esc(text: str) -> str:
@@ -55,11 +62,28 @@ class Rich:
     html: str
 
     def content(self, *, mentions: Iterable[str] = ()) -> dict[str, Any]:
+        """The event content; a message too large for the homeserver is cut (``fit``)."""
+        return self.fit()._content(mentions)
+
+    def _content(self, mentions: Iterable[str] = ()) -> dict[str, Any]:
         return {"msgtype": "m.text", "body": self.body, "format": "org.matrix.custom.html",
                 "formatted_body": self.html, "m.mentions": {"user_ids": list(mentions)} if mentions else {}}
 
     def notice(self) -> dict[str, Any]:
         return {**self.content(), "msgtype": "m.notice"}
+
+    def size(self) -> int:
+        return len(json.dumps(self._content(), ensure_ascii=False).encode())
+
+    def fit(self, limit: int = MAX_EVENT_BYTES) -> "Rich":
+        """This message, or its beginning with a pointer to the whole, within ``limit`` bytes."""
+        if self.size() <= limit:
+            return self
+        tail = "\n… (terpotong; teks lengkap: !riwayat atau !cetak)"
+        body = self.body
+        while body and Rich(body + tail, multiline(body + tail)).size() > limit:
+            body = body[: len(body) * 3 // 4]
+        return Rich(body + tail, multiline(body + tail))
 
 
 # -- to the citizen --------------------------------------------------------------------
@@ -111,7 +135,8 @@ def case_card(*, case: Row, citizen: Row, step: "Step", text: str, attachments: 
     ticket = case["ticket"]
     who = citizen["name"] or "(tanpa nama)"
     via = CHANNEL_NAMES.get(case["channel"], case["channel"])
-    text = text or "(tanpa teks)"
+    nik = NIK_LINE.search(text or "")
+    text = mask_nik(text) if text else "(tanpa teks)"
     opened = local_time(parse_ts(case["opened_at"]))
     due = local_time(parse_ts(case["due_at"])) if case["due_at"] else "-"
     step_due = local_time(parse_ts(case["step_due_at"]), date=False) if case["step_due_at"] else "-"
@@ -121,6 +146,8 @@ def case_card(*, case: Row, citizen: Row, step: "Step", text: str, attachments: 
         ("Diterima", f"{opened} · selesai paling lambat {due}"),
         ("Langkah", f"{step.name} ({ROLE_NAMES.get(step.role, step.role)}), tenggat {step_due}"),
     ]
+    if nik:
+        rows.append(("NIK", mask_nik(nik.group(1))))
     if case["category"]:
         rows.append(("Layanan", case["category"]))
     if attachments:
@@ -129,17 +156,32 @@ def case_card(*, case: Row, citizen: Row, step: "Step", text: str, attachments: 
         rows.append(("Terkait", f"{linked_ticket} (dijawab kurang dari 3 hari lalu)"))
     if case["answer_draft"]:
         rows.append(("Konsep jawaban", case["answer_draft"]))
-    notes = [e for e in history if e["kind"] in ("note", "return", "escalate") and e["note"]]
+    notes = [e["note"] for e in history if e["kind"] in ("note", "return", "escalate") and e["note"]]
+    lines = [history_line(e) for e in history]
+    # A long history: its latest part, within the homeserver's event size.
+    keep = CARD_HISTORY
+    while True:
+        card = _card(head, ticket, rows, text, notes[-keep:], lines[-keep:],
+                     left_out=max(0, len(lines) - keep) + max(0, len(notes) - keep))
+        if keep == 0 or card.size() <= MAX_EVENT_BYTES:
+            return card.fit()
+        keep //= 2
+
+
+def _card(head: str, ticket: str, rows: list[tuple[str, str]], text: str, notes: list[str],
+          history: list[str], left_out: int) -> Rich:
+    more = f"… {left_out} entri sebelumnya: lihat !riwayat atau !cetak" if left_out else ""
     body = "\n".join([f"📨 {head} {ticket}", *(f"{k}: {v}" for k, v in rows), "", text,
-                      *([""] + ["Catatan:"] + [f"- {n['note']}" for n in notes] if notes else []),
-                      *([""] + ["Riwayat:"] + [history_line(e) for e in history] if history else [])])
+                      *([""] + ["Catatan:"] + [f"- {n}" for n in notes] if notes else []),
+                      *([""] + ["Riwayat:"] + ([more] if more else []) + history if history else [])])
     html_ = (f"<h4>📨 {head} <code>{esc(ticket)}</code></h4><p>"
              + "<br>".join(f"<b>{esc(k)}:</b> {multiline(v)}" for k, v in rows)
              + f"</p><blockquote>{multiline(text)}</blockquote>")
     if notes:
-        html_ += "<p><b>Catatan:</b></p><ul>" + "".join(f"<li>{multiline(n['note'])}</li>" for n in notes) + "</ul>"
+        html_ += "<p><b>Catatan:</b></p><ul>" + "".join(f"<li>{multiline(n)}</li>" for n in notes) + "</ul>"
     if history:
-        html_ += "<p><b>Riwayat:</b></p><ol>" + "".join(f"<li>{esc(history_line(e))}</li>" for e in history) + "</ol>"
+        html_ += ("<p><b>Riwayat:</b>" + (f" <i>{esc(more)}</i>" if more else "") + "</p><ol>"
+                  + "".join(f"<li>{esc(line)}</li>" for line in history) + "</ol>")
     return Rich(body, html_)
 
 
@@ -147,7 +189,7 @@ def citizen_followup(message: InboundMessage, name: str | None) -> Rich:
     """A later message of the citizen, for the card's thread."""
     who = name or "Pemohon"
     when = local_time(message.at, date=False)
-    text = message.text
+    text = mask_nik(message.text)
     label = {"reaction": "bereaksi", "edit": "mengubah pesan", "revoke": "menghapus pesan",
              "unsupported": "mengirim pesan yang tidak didukung"}.get(message.kind)
     if label:
@@ -158,6 +200,26 @@ def citizen_followup(message: InboundMessage, name: str | None) -> Rich:
     body = f"💬 {who} ({when}):\n{text}"
     html_ = f"💬 <b>{esc(who)}</b> ({esc(when)}):<br>{multiline(text)}"
     return Rich(body, html_)
+
+
+def earlier_messages(events: list["Row"]) -> Rich:
+    """The citizen's messages so far, under a case's new card (the staff there did not see them)."""
+    head = "💬 Pesan pemohon sebelumnya:"
+    lines = [f"{local_time(parse_ts(e['at']), date=False)}: {mask_nik(e['note'])}" for e in events]
+    return Rich("\n".join([head, *lines]),
+                f"<b>{esc(head)}</b><ul>" + "".join(f"<li>{multiline(line)}</li>" for line in lines) + "</ul>")
+
+
+def missing_attachment(name: str) -> Rich:
+    text = f"📎 Lampiran {name} tidak dapat diambil dari saluran pemohon (lihat pemberitahuan di ruang Admin WA)."
+    return Rich(text, esc(text))
+
+
+def inbound_set_aside(ticket: str | None, sender: str, kind: str, attempts: int) -> Rich:
+    about = f"kasus {ticket}" if ticket else f"pengirim {sender}"
+    text = (f"⚠️ Sebuah pesan masuk ({kind}) untuk {about} gagal diproses {attempts} kali dan disisihkan; "
+            "pesan lain tetap diproses. Operator: lihat log bridge dan /healthz.")
+    return Rich(text, esc(text))
 
 
 def delivery_failed(ticket: str, what: str, error: str) -> Rich:
@@ -173,11 +235,12 @@ ACTION_NAMES = {
     "claim": "👀 Diambil", "verify": "✅ Diverifikasi", "escalate": "⬆️ Diteruskan",
     "return": "⬇️ Dikembalikan", "approve": "✍️ Diparaf", "send": "📤 Jawaban dikirim",
     "reject": "❌ Ditolak", "answer": "📝 Konsep jawaban", "note": "🗒️ Catatan",
-    "ask": "❓ Pertanyaan ke pemohon",
+    "ask": "❓ Pertanyaan ke pemohon", "close": "🔒 Ditutup, jawaban tidak terkirim",
 }
 EVENT_NAMES = {**ACTION_NAMES, "opened": "Pengaduan diterima", "citizen_message": "Pesan pemohon",
                "citizen_answered": "Pemohon menjawab", "answer_delivered": "Jawaban diterima pemohon",
-               "answer_failed": "Jawaban gagal terkirim"}
+               "answer_failed": "Jawaban gagal terkirim", "question_failed": "Pertanyaan gagal terkirim",
+               "answer_unconfirmed": "Jawaban dianggap diterima (pemohon menulis lagi)"}
 
 
 def who(actor: str, role: str | None) -> str:
@@ -187,18 +250,26 @@ def who(actor: str, role: str | None) -> str:
 def history_line(e: "Row") -> str:
     when = local_time(parse_ts(e["at"]))
     move = f" [{e['from_step']} → {e['to_step']}]" if e["from_step"] and e["from_step"] != e["to_step"] else ""
-    note = f": {e['note']}" if e["note"] else ""
+    note = f": {mask_nik(e['note'])}" if e["note"] else ""
+    data = json.loads(e["data"]) if e.get("data") else {}
+    if data.get("agenda_number"):
+        note += f" (nomor agenda {data['agenda_number']})"
+    if data.get("void_agenda_number"):
+        note += f" (paraf ditarik; nomor agenda {data['void_agenda_number']} batal)"
     return f"{when} {EVENT_NAMES.get(e['kind'], e['kind'])} oleh {who(e['actor'], e['role'])}{move}{note}"
 
 
-def confirmation(action: str, actor: str, role: str, step: "Step", case: "Row", text: str) -> Rich:
+def confirmation(action: str, actor: str, role: str, step: "Step", case: "Row", text: str,
+                 void_agenda: str | None = None) -> Rich:
     """The bot's word in the thread after an action."""
     head = f"{ACTION_NAMES.get(action, action)} oleh {who(actor, role)}"
     lines = [head]
-    if text and action in ("answer", "note", "ask", "reject", "return", "escalate"):
+    if text and action in ("answer", "note", "ask", "reject", "return", "escalate", "close"):
         lines.append(f"“{text}”")
     if case["agenda_number"] and action in ("approve", "return"):
         lines.append(f"Nomor agenda: {case['agenda_number']}")
+    if void_agenda:
+        lines.append(f"Paraf ditarik; nomor agenda {void_agenda} batal dan tidak dipakai lagi.")
     if case["state"] == "closed":
         lines.append("Kasus ditutup.")
     elif case["state"] == "waiting":
@@ -223,6 +294,9 @@ def back_from_waiting(step: "Step") -> Rich:
     return Rich(text, esc(text))
 
 
+# A case's state as staff and reports read it.
+STATE_NAMES = {"open": "dalam proses", "waiting": "menunggu pemohon", "closed": "selesai"}
+
 DELIVERY_NAMES = {"accepted": "diterima server WhatsApp", "sent": "terkirim", "delivered": "sampai di ponsel pemohon",
                   "read": "dibaca pemohon", "failed": "GAGAL terkirim"}
 
@@ -232,7 +306,14 @@ def delivery_status(ticket: str, status: str, error: str | None = None) -> Rich:
     if status in ("delivered", "read"):
         text += ". Kasus selesai."
     elif status == "failed":
-        text += ". Periksa nomor pemohon lalu kirim ulang dengan 📤 / !kirim."
+        text += (". Periksa nomor pemohon lalu kirim ulang dengan 📤 / !kirim; bila jawaban memang tidak "
+                 "dapat dikirim, tutup kasus dengan !tutup <alasan>.")
+    return Rich(text, esc(text))
+
+
+def answer_unconfirmed(ticket: str) -> Rich:
+    text = (f"📬 Jawaban {ticket} sudah diterima server, tanpa konfirmasi sampai; pemohon menulis lagi, "
+            "jadi jawaban dianggap diterima. Kasus selesai; pesan barunya menjadi pengaduan baru.")
     return Rich(text, esc(text))
 
 
@@ -246,6 +327,36 @@ def question_to_citizen(ticket: str, question: str) -> str:
             "Silakan balas pesan ini.")
 
 
+def to_citizen(action: str, case: "Row", text: str) -> str | None:
+    """What a staff action says to the citizen (None: nothing)."""
+    if action == "reject":
+        return rejected_to_citizen(case["ticket"], text)
+    if action == "ask":
+        return question_to_citizen(case["ticket"], text)
+    if action == "send":
+        return answer_to_citizen(case)
+    return None
+
+
+# One message to a citizen: WhatsApp's text body and Telegram's sendMessage both stop at 4096.
+CITIZEN_TEXT_MAX = 4096
+
+
+def too_long_for_citizen(action: str, case: "Row", text: str, profile: Any) -> str | None:
+    """Why staff text would not fit one message to the citizen, with what the bot adds
+    (for an answer: the ticket, the longest agenda number and the closing); None if it fits."""
+    if action == "answer":
+        agenda = profile.agenda_format.format(seq=999999, year=9999) if profile.agenda_format else None
+        said = answer_to_citizen({**case, "answer_draft": text, "agenda_number": agenda})
+    else:
+        said = to_citizen(action, case, text)
+    if said is None or len(said) <= CITIZEN_TEXT_MAX:
+        return None
+    room = CITIZEN_TEXT_MAX - (len(said) - len(text))
+    return (f"Teks ini terlalu panjang untuk satu pesan ke pemohon: {len(text)} karakter, paling banyak "
+            f"{room}. Persingkat {len(text) - room} karakter lalu kirim lagi (tidak ada yang berubah).")
+
+
 def answer_to_citizen(case: "Row") -> str:
     lines = [f"Jawaban atas pengaduan Anda ({case['ticket']}):", "", case["answer_draft"] or ""]
     if case["agenda_number"]:
@@ -255,7 +366,7 @@ def answer_to_citizen(case: "Row") -> str:
 
 
 def case_status(case: "Row", step: "Step") -> Rich:
-    state = {"open": "dalam proses", "waiting": "menunggu jawaban pemohon", "closed": "selesai"}[case["state"]]
+    state = STATE_NAMES[case["state"]]
     lines = [f"Status {case['ticket']}: {state}" + (f" ({case['outcome']})" if case["outcome"] else ""),
              f"Langkah: {step.name} ({ROLE_NAMES.get(step.role, step.role)})",
              f"Penanggung jawab: {case['assignee'] or '-'}",

@@ -38,6 +38,7 @@ class Metrics:
                 "open": await tx.open_counts(),
                 "backlog": await tx.outbox_backlog(),
                 "breaches": await tx.count_events("sla_%_breach"),
+                "inbound_failed": await tx.failed_inbound_count(),
             }
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -79,6 +80,9 @@ class _Collector:
                                   value=bridge.dispatcher.delivered)
         yield CounterMetricFamily("pengaduan_outbox_failures", "Failed delivery attempts in this process",
                                   value=bridge.dispatcher.failures)
+        yield GaugeMetricFamily("pengaduan_inbound_failed",
+                                "Citizen messages set aside after repeated processing errors",
+                                value=snap["inbound_failed"])
         yield CounterMetricFamily("pengaduan_sla_breaches", "SLA breaches (steps and totals)",
                                   value=snap["breaches"])
         yield GaugeMetricFamily("pengaduan_matrix_synced", "1 when the last Matrix sync succeeded",

@@ -1,10 +1,14 @@
 """Numbered schema upgrades, run at start (PRAGMA user_version holds the version).
 
 One function per version, registered with ``@upgrade(n)``; never edit one that has been
-released: add the next number instead.
+released: add the next number instead. The store runs each upgrade inside one
+transaction with the new ``user_version``, so an upgrade that fails changes nothing.
+Scripts go through ``run_script`` (statement by statement on the open transaction), never
+``executescript``, which commits whatever is pending before it starts.
 """
 from __future__ import annotations
 
+import sqlite3
 from typing import Awaitable, Callable
 
 import aiosqlite
@@ -22,9 +26,23 @@ def upgrade(version: int) -> Callable[[Upgrade], Upgrade]:
     return register
 
 
+async def run_script(db: aiosqlite.Connection, script: str) -> None:
+    """Run the statements of ``script`` one by one, inside the caller's transaction."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        # complete_statement knows that a trigger's body (BEGIN ... END;) is one statement.
+        if sqlite3.complete_statement(statement):
+            if statement.strip().strip(";").strip():
+                await db.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"incomplete SQL statement at the end of a script: {statement.strip()[:60]}")
+
+
 @upgrade(1)
 async def initial_schema(db: aiosqlite.Connection) -> None:
-    await db.executescript("""
+    await run_script(db, """
     CREATE TABLE citizens (
         id              INTEGER PRIMARY KEY,
         channel         TEXT NOT NULL,
@@ -161,7 +179,7 @@ async def initial_schema(db: aiosqlite.Connection) -> None:
 
 @upgrade(2)
 async def staff_workflow(db: aiosqlite.Connection) -> None:
-    await db.executescript("""
+    await run_script(db, """
     ALTER TABLE cases ADD COLUMN unit TEXT;                 -- [[units]] name: its kasi/kabid rooms
     ALTER TABLE cases ADD COLUMN approved_role TEXT;
     ALTER TABLE cases ADD COLUMN waiting_since TEXT;        -- set while waiting for the citizen
@@ -182,7 +200,7 @@ async def staff_workflow(db: aiosqlite.Connection) -> None:
 
 @upgrade(3)
 async def sla_clocks(db: aiosqlite.Connection) -> None:
-    await db.executescript("""
+    await run_script(db, """
     ALTER TABLE cases ADD COLUMN step_warn_at TEXT;
     ALTER TABLE cases ADD COLUMN warn_at TEXT;              -- of the total deadline (due_at)
     ALTER TABLE cases ADD COLUMN step_alerts INTEGER NOT NULL DEFAULT 0;   -- 1 warned, 2 breached, 3+ reminded
@@ -196,4 +214,50 @@ async def sla_clocks(db: aiosqlite.Connection) -> None:
     CREATE INDEX cases_closed ON cases (closed_at) WHERE closed_at IS NOT NULL;
     CREATE INDEX cases_open_state ON cases (state, holder_role) WHERE state != 'closed';
     CREATE INDEX case_events_at ON case_events (at);
+    """)
+
+
+@upgrade(4)
+async def review_fixes(db: aiosqlite.Connection) -> None:
+    await run_script(db, """
+    ALTER TABLE cases ADD COLUMN answer_sent_at TEXT;       -- the channel took the answer
+    ALTER TABLE cases ADD COLUMN drafted_by TEXT;           -- who wrote the draft (four eyes)
+
+    -- A delivery status that came before its message's row (the send had not returned
+    -- yet): kept here and applied when the row is written.
+    CREATE TABLE early_statuses (
+        channel      TEXT NOT NULL,
+        external_id  TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        at           TEXT NOT NULL,
+        error_code   INTEGER,
+        error_title  TEXT,
+        PRIMARY KEY (channel, external_id, status)
+    );
+
+    -- inbound gains 'failed' (set aside after repeated errors) and its attempts.
+    CREATE TABLE inbound_v4 (
+        id           INTEGER PRIMARY KEY,
+        channel      TEXT NOT NULL,
+        external_id  TEXT NOT NULL,
+        address      TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        sent_at      TEXT NOT NULL,
+        received_at  TEXT NOT NULL,
+        message      TEXT NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'new' CHECK (state IN ('new', 'done', 'ignored', 'failed')),
+        case_id      INTEGER REFERENCES cases(id),
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_error   TEXT,
+        UNIQUE (channel, external_id)
+    );
+    INSERT INTO inbound_v4 (id, channel, external_id, address, kind, sent_at, received_at, message,
+                            state, case_id)
+        SELECT id, channel, external_id, address, kind, sent_at, received_at, message, state, case_id
+        FROM inbound;
+    DROP TABLE inbound;
+    ALTER TABLE inbound_v4 RENAME TO inbound;
+    CREATE INDEX inbound_new ON inbound (id) WHERE state = 'new';
+    CREATE INDEX inbound_case ON inbound (case_id, id);
+    CREATE INDEX inbound_failed ON inbound (id) WHERE state = 'failed';
     """)

@@ -30,11 +30,16 @@ MATRIX_ATTACHMENT = "matrix.attachment"  # a citizen's file, into a card's threa
 MATRIX_NOTICE = "matrix.notice"          # a message in a room, outside any thread
 MATRIX_REACTIONS = "matrix.reactions"    # the bot's reactions on a card: what staff can do now
 MATRIX_TRANSCRIPT = "matrix.transcript"  # the printable transcript of a case, as a file
+MATRIX_EVIDENCE = "matrix.evidence"      # the citizen's files and messages, again under a new card
 CHANNEL_TEXT = "channel.text"            # a text to a citizen
 CHANNEL_READ = "channel.read"            # mark a citizen's message read
 
+CARD_TICKET = "id.pengaduan.ticket"       # the content key of a card that names its case
+
 MAX_ATTEMPTS = 12
 MAX_BACKOFF = 600.0
+# Nice to have, never worth holding anything up or alerting anyone: a few tries, then dropped.
+BEST_EFFORT = {CHANNEL_READ: 3}
 
 
 def matrix_target(case_id: int | None, room_key: str) -> str:
@@ -44,6 +49,11 @@ def matrix_target(case_id: int | None, room_key: str) -> str:
 
 def channel_target(channel: str, address: str) -> str:
     return f"{channel}:{address}"
+
+
+def receipt_target(channel: str, address: str) -> str:
+    # Read receipts have their own queue: a failing one never holds up a reply.
+    return f"{channel}:{address}:read"
 
 
 class Outbox:
@@ -61,9 +71,11 @@ class Outbox:
         # The caller calls wake() after its transaction commits.
         return await tx.enqueue(kind, target, payload, at=self.clock(), case_id=case_id)
 
-    async def card(self, tx: Tx, case_id: int, room_key: str, content: dict[str, Any]) -> int:
+    async def card(self, tx: Tx, case_id: int, room_key: str, content: dict[str, Any], ticket: str) -> int:
+        # The ticket rides in the card's content, so that an event about a card the database
+        # does not know (yet, or any more) still finds its case.
         return await self._put(tx, MATRIX_CARD, matrix_target(case_id, room_key),
-                               {"room": room_key, "content": content}, case_id)
+                               {"room": room_key, "content": {**content, CARD_TICKET: ticket}}, case_id)
 
     async def card_edit(self, tx: Tx, case_id: int, room_key: str, content: dict[str, Any]) -> int:
         return await self._put(tx, MATRIX_CARD_EDIT, matrix_target(case_id, room_key),
@@ -87,6 +99,9 @@ class Outbox:
         return await self._put(tx, MATRIX_TRANSCRIPT, matrix_target(case_id, room_key),
                                {"room": room_key}, case_id)
 
+    async def evidence(self, tx: Tx, case_id: int, room_key: str) -> int:
+        return await self._put(tx, MATRIX_EVIDENCE, matrix_target(case_id, room_key), {"room": room_key}, case_id)
+
     async def notice(self, tx: Tx, room_key: str, content: dict[str, Any]) -> int:
         return await self._put(tx, MATRIX_NOTICE, matrix_target(None, room_key),
                                {"room": room_key, "content": content}, None)
@@ -98,7 +113,7 @@ class Outbox:
                                 "reply_to": reply_to, "purpose": purpose}, case_id)
 
     async def mark_read(self, tx: Tx, channel: str, address: str, external_id: str) -> int:
-        return await self._put(tx, CHANNEL_READ, channel_target(channel, address),
+        return await self._put(tx, CHANNEL_READ, receipt_target(channel, address),
                                {"channel": channel, "external_id": external_id}, None)
 
 
@@ -187,7 +202,8 @@ class Dispatcher(Worker):
     async def _failed(self, row: Row, e: DeliveryError) -> None:
         self.failures += 1
         attempts = row["attempts"] + 1
-        if e.transient and attempts < MAX_ATTEMPTS:
+        best_effort = row["kind"] in BEST_EFFORT
+        if e.transient and attempts < BEST_EFFORT.get(row["kind"], MAX_ATTEMPTS):
             delay = e.retry_after if e.retry_after is not None else min(MAX_BACKOFF, 2.0 ** attempts)
             log.warning("outbox: row %d (%s) attempt %d failed, retry in %.0fs: %s",
                         row["id"], row["kind"], attempts, delay, e)
@@ -195,9 +211,9 @@ class Dispatcher(Worker):
                 await tx.outbox_retry(row["id"], next_try=self.clock() + timedelta(seconds=delay),
                                       error=str(e))
             return
-        log.error("outbox: row %d (%s) given up after %d attempts: %s",
-                  row["id"], row["kind"], attempts, e)
+        (log.warning if best_effort else log.error)(
+            "outbox: row %d (%s) given up after %d attempts: %s", row["id"], row["kind"], attempts, e)
         async with self.store.transaction() as tx:
             await tx.outbox_dead(row["id"], at=self.clock(), error=str(e))
-        if self.on_dead:
+        if self.on_dead and not best_effort:
             await self.on_dead(row, str(e))

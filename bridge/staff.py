@@ -18,10 +18,10 @@ from bridge import messages as msgs
 from bridge.cases import Cases, view
 from bridge.clock import Clock, parse_ts
 from bridge.matrix import MatrixBot
-from bridge.outbox import Outbox
+from bridge.outbox import CARD_TICKET, Outbox
 from bridge.roles.base import REACTION_TEXT, Parsed, load_all, parse, reaction_action
 from bridge.store import Row, Store, Tx
-from bridge.workflow import READ_ACTIONS, ROLE_RANK, Profile, decide
+from bridge.workflow import READ_ACTIONS, ROLE_RANK, Profile, decide, refuse
 
 log = logging.getLogger(__name__)
 load_all()
@@ -67,15 +67,10 @@ class Desk:
         action = reaction_action(event.key)
         if action is None:
             return
-        async with self.store.transaction() as tx:
-            card = await tx.card_by_event(event.reacts_to)
-            if card is None or not await tx.mark_handled(event.event_id, self.clock()):
-                return
-            case = await tx.get_case(card["case_id"])
-            assert case is not None
-            ctx = StaffContext(self, tx, case, event.sender, card["room_key"], "")
-            await ctx.act(action, REACTION_TEXT.get(action, ""))
-        self.outbox.wake()
+        room_key = self.matrix.room_key(room.room_id)
+        if room_key is None:
+            return
+        await self._guarded(room, event, room_key, event.reacts_to, self._reaction(room, event, room_key, action))
 
     async def on_message(self, room: nio.MatrixRoom, event: nio.RoomMessageText) -> None:
         parsed = parse(event.body)
@@ -86,10 +81,78 @@ class Desk:
             return
         relates = event.source.get("content", {}).get("m.relates_to", {})
         root = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
+        await self._guarded(room, event, room_key, root, self._command(room, event, parsed, room_key, root))
+
+    async def _guarded(self, room: nio.MatrixRoom, event: Any, room_key: str | None, root: str | None,
+                       handling: Any) -> None:
+        """Handle a staff event; when that fails, the staff member hears so instead of silence.
+
+        The failed transaction left nothing behind; the event is claimed with the reply,
+        so a replayed sync does not fail on it again.
+        """
+        try:
+            await handling
+        except Exception:
+            log.exception("staff: handling %s from %s in %s failed", event.event_id, event.sender, room.room_id)
+            async with self.store.transaction() as tx:
+                if not await tx.mark_handled(event.event_id, self.clock()):
+                    return
+                card = await tx.card_by_event(root) if root else None
+                reply = msgs.refusal("Perintah ini gagal diproses karena kesalahan sistem; tidak ada yang "
+                                     "berubah. Coba lagi, atau hubungi operator bila terulang.")
+                if card is not None:
+                    await self.outbox.thread(tx, card["case_id"], card["room_key"], reply.notice())
+                elif room_key is not None:
+                    await self.outbox.notice(tx, room_key, reply.notice())
+        self.outbox.wake()
+
+    async def _reaction(self, room: nio.MatrixRoom, event: nio.ReactionEvent, room_key: str, action: str) -> None:
+        ticket = await self._card_ticket(room.room_id, event.reacts_to)
+        if ticket is None:
+            return                       # a reaction on something that is not a case card
+        async with self.store.transaction() as tx:
+            case = await tx.get_case_by_ticket(ticket)
+            if case is None or not await tx.mark_handled(event.event_id, self.clock()):
+                return
+            ctx = StaffContext(self, tx, case, event.sender, room_key, "")
+            await ctx.act(action, REACTION_TEXT.get(action, ""))
+
+    async def _card_ticket(self, room_id: str, event_id: str | None) -> str | None:
+        """The ticket of the case whose card ``event_id`` is, if it is one.
+
+        The database knows the cards it saved; a card it does not know (one a staff member
+        acted on in the moment between its post and its record, or an earlier card of the
+        case in that room) names its ticket in its own content.
+        """
+        if not event_id:
+            return None
+        async with self.store.reading() as tx:
+            card = await tx.card_by_event(event_id)
+            case = await tx.get_case(card["case_id"]) if card else None
+        if case is not None:
+            return case["ticket"]
+        found = await self.matrix.event_content(room_id, event_id)
+        if found is None or found[0] != self.matrix.user_id:
+            return None
+        ticket = found[1].get(CARD_TICKET)
+        return ticket if isinstance(ticket, str) else None
+
+    async def _command(self, room: nio.MatrixRoom, event: nio.RoomMessageText, parsed: Parsed, room_key: str,
+                       root: str | None) -> None:
+        root_ticket = await self._card_ticket(room.room_id, root)
         async with self.store.transaction() as tx:
             if not await tx.mark_handled(event.event_id, self.clock()):
                 return
-            case = await self._case_of(tx, parsed, root)
+            thread_case = await tx.get_case_by_ticket(root_ticket) if root_ticket else None
+            if thread_case is not None and parsed.ticket and parsed.ticket != thread_case["ticket"]:
+                # Inside a case's thread, that case is the target: never act on another silently.
+                ctx = StaffContext(self, tx, thread_case, event.sender, room_key, parsed.text)
+                await ctx.reply(msgs.refusal(
+                    f"Utas ini milik {thread_case['ticket']}; perintah untuk {parsed.ticket} tidak dijalankan. "
+                    f"Tulis di utas kartu {parsed.ticket}, atau di luar utas dengan nomor tiketnya."))
+                return
+            case = thread_case if thread_case is not None else (
+                await tx.get_case_by_ticket(parsed.ticket) if parsed.ticket else None)
             ctx = StaffContext(self, tx, case, event.sender, room_key, parsed.text)
             if parsed.command.needs_case and case is None:
                 what = f"Tiket {parsed.ticket} tidak ditemukan." if parsed.ticket else (
@@ -97,16 +160,7 @@ class Desk:
                 await ctx.reply(msgs.refusal(what))
             else:
                 await parsed.command.handler(ctx)
-        self.outbox.wake()
 
-    async def _case_of(self, tx: Tx, parsed: Parsed, root: str | None) -> Row | None:
-        if parsed.ticket:
-            return await tx.get_case_by_ticket(parsed.ticket)
-        if root:
-            card = await tx.card_by_event(root)
-            if card:
-                return await tx.get_case(card["case_id"])
-        return None
 
 
 @dataclass
@@ -132,7 +186,9 @@ class StaffContext:
             if not ok:
                 await self.reply(msgs.refusal("Anda tidak terdaftar sebagai petugas di [staff] konfigurasi."))
             return ok
-        d = decide(self.desk.profile, view(self.case), role, action, text)
+        d = decide(self.desk.profile, view(self.case), role, action, text, actor=self.actor)
+        if d.ok and (over := msgs.too_long_for_citizen(action, self.case, text, self.desk.profile)):
+            d = refuse(over)
         if not d.ok:
             log.info("staff: %s refused for %s on %s: %s", action, self.actor, self.case["ticket"], d.reason)
             await self.reply(msgs.refusal(d.reason))

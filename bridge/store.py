@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator
 import aiosqlite
 
 from bridge.channels.base import STATUS_ORDER, InboundMessage, StatusUpdate
-from bridge.clock import ts
+from bridge.clock import parse_ts, ts
 from bridge.migrations import UPGRADES
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,18 @@ class Tx:
             "SELECT id, message FROM inbound WHERE state = 'new' ORDER BY id LIMIT ?", limit)
         return [(r["id"], InboundMessage.from_dict(json.loads(r["message"]))) for r in rows]
 
+    async def inbound_attempt_failed(self, inbound_id: int, error: str, *, max_attempts: int) -> int:
+        """Count a failed processing of a stored message; at ``max_attempts`` it is set aside
+        (state 'failed'). Returns the attempts so far."""
+        row = await self._one(
+            "UPDATE inbound SET attempts = attempts + 1, last_error = ?,"
+            " state = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE state END"
+            " WHERE id = ? AND state = 'new' RETURNING attempts", error[:500], max_attempts, inbound_id)
+        return row["attempts"] if row else 0
+
+    async def failed_inbound_count(self) -> int:
+        return (await self._one("SELECT count(*) AS n FROM inbound WHERE state = 'failed'"))["n"]
+
     async def finish_inbound(self, inbound_id: int, *, case_id: int | None, state: str = "done") -> None:
         await self.db.execute("UPDATE inbound SET state = ?, case_id = ? WHERE id = ?",
                               (state, case_id, inbound_id))
@@ -152,10 +164,6 @@ class Tx:
     async def case_messages(self, case_id: int) -> list[tuple[int, InboundMessage]]:
         rows = await self._all("SELECT id, message FROM inbound WHERE case_id = ? ORDER BY id", case_id)
         return [(r["id"], InboundMessage.from_dict(json.loads(r["message"]))) for r in rows]
-
-    async def inbound_count(self) -> int:
-        row = await self._one("SELECT count(*) AS n FROM inbound")
-        return row["n"]
 
     # -- citizens --------------------------------------------------------------------
     async def upsert_citizen(self, channel: str, address: str, *, name: str | None,
@@ -169,6 +177,9 @@ class Tx:
             " RETURNING id",
             channel, address, name, user_id, ts(at), ts(at))
         return row["id"]
+
+    async def citizen_by_address(self, channel: str, address: str) -> Row | None:
+        return await self._one("SELECT * FROM citizens WHERE channel = ? AND address = ?", channel, address)
 
     async def get_citizen(self, citizen_id: int) -> Row | None:
         return await self._one("SELECT * FROM citizens WHERE id = ?", citizen_id)
@@ -207,7 +218,7 @@ class Tx:
         "category", "state", "step", "holder_role", "assignee", "answer_draft", "approved_by",
         "approved_at", "approved_role", "agenda_number", "outcome", "step_entered_at", "due_at",
         "step_due_at", "closed_at", "linked_case_id", "unit", "waiting_since", "answered_at",
-        "step_warn_at", "warn_at", "step_alerts", "total_alerts", "next_alert_at"})
+        "step_warn_at", "warn_at", "step_alerts", "total_alerts", "next_alert_at", "answer_sent_at", "drafted_by"})
 
     async def update_case(self, case_id: int, **fields: Any) -> None:
         unknown = set(fields) - self._CASE_FIELDS
@@ -298,9 +309,6 @@ class Tx:
     async def case_events(self, case_id: int) -> list[Row]:
         return await self._all("SELECT * FROM case_events WHERE case_id = ? ORDER BY id", case_id)
 
-    async def count_cases(self) -> int:
-        return (await self._one("SELECT count(*) AS n FROM cases"))["n"]
-
     # -- outbox ----------------------------------------------------------------------
     async def enqueue(self, kind: str, target: str, payload: dict[str, Any], *, at: datetime,
                       case_id: int | None = None) -> int:
@@ -346,12 +354,12 @@ class Tx:
         await self.db.execute("UPDATE outbox SET progress = ? WHERE id = ?",
                               (json.dumps(progress, ensure_ascii=False), row_id))
 
-    async def outbox_rows(self, *, kind: str | None = None, state: str | None = None) -> list[Row]:
-        rows = await self._all(
-            "SELECT * FROM outbox WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR state = ?) ORDER BY id",
-            kind, kind, state, state)
+    async def case_outbox(self, case_id: int, kind: str) -> list[Row]:
+        """A case's effects of one kind, in order, with their progress (a case's evidence)."""
+        rows = await self._all("SELECT * FROM outbox WHERE case_id = ? AND kind = ? ORDER BY id", case_id, kind)
         for r in rows:
             r["payload"] = json.loads(r["payload"])
+            r["progress"] = json.loads(r["progress"]) if r["progress"] else {}
         return rows
 
     async def outbox_backlog(self) -> dict[str, int]:
@@ -363,11 +371,19 @@ class Tx:
 
     # -- deliveries ------------------------------------------------------------------
     async def record_delivery(self, channel: str, external_id: str, *, outbox_id: int | None,
-                              case_id: int | None, at: datetime, purpose: str | None = None) -> None:
+                              case_id: int | None, at: datetime, purpose: str | None = None) -> list[StatusUpdate]:
+        """The row of a message the channel took; returns the statuses that came before it
+        (oldest rank first), taken out of ``early_statuses`` for the caller to apply."""
         await self.db.execute(
             "INSERT INTO deliveries (channel, external_id, outbox_id, case_id, status, updated_at, purpose)"
             " VALUES (?, ?, ?, ?, 'accepted', ?, ?) ON CONFLICT DO NOTHING",
             (channel, external_id, outbox_id, case_id, ts(at), purpose))
+        rows = await self._all("DELETE FROM early_statuses WHERE channel = ? AND external_id = ? RETURNING *",
+                               channel, external_id)
+        early = [StatusUpdate(channel=r["channel"], external_id=r["external_id"], status=r["status"],
+                              at=parse_ts(r["at"]), error_code=r["error_code"], error_title=r["error_title"])
+                 for r in rows]
+        return sorted(early, key=lambda st: STATUS_ORDER.get(st.status, 0))
 
     async def case_replies(self, case_id: int) -> list[Row]:
         """What the bot said to the citizen about a case, with delivery states."""
@@ -389,15 +405,27 @@ class Tx:
         if rank is None:
             return None
         ranks = " ".join(f"WHEN '{s}' THEN {n}" for s, n in STATUS_ORDER.items())
-        return await self._one(
+        moved = await self._one(
             "UPDATE deliveries SET status = ?, updated_at = ?, error_code = ?, error_title = ?"
             f" WHERE channel = ? AND external_id = ? AND (CASE status {ranks} ELSE 0 END) < ?"
             " RETURNING *",
             st.status, ts(st.at), st.error_code, st.error_title, st.channel, st.external_id, rank)
+        if moved is None and not await self._one(
+                "SELECT 1 AS x FROM deliveries WHERE channel = ? AND external_id = ?", st.channel, st.external_id):
+            # Earlier than its row (the send has not returned yet): keep it for record_delivery.
+            await self.db.execute(
+                "INSERT INTO early_statuses (channel, external_id, status, at, error_code, error_title)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (st.channel, st.external_id, st.status, ts(st.at), st.error_code, st.error_title))
+        return moved
 
-    async def get_delivery(self, channel: str, external_id: str) -> Row | None:
-        return await self._one("SELECT * FROM deliveries WHERE channel = ? AND external_id = ?",
-                               channel, external_id)
+    async def delivery_of(self, outbox_id: int) -> Row | None:
+        return await self._one("SELECT * FROM deliveries WHERE outbox_id = ?", outbox_id)
+
+    async def answer_delivery(self, case_id: int) -> Row | None:
+        """The latest delivery of a case's answer (the channel took it)."""
+        return await self._one("SELECT * FROM deliveries WHERE case_id = ? AND purpose = 'answer'"
+                               " ORDER BY updated_at DESC LIMIT 1", case_id)
 
     # -- matrix ----------------------------------------------------------------------
     async def save_card(self, case_id: int, room_key: str, room_id: str, event_id: str,

@@ -2,6 +2,10 @@
 
 One builder, two forms: HTML (posted as a file in the thread by ``!cetak``) and plain
 text (``python main.py case ADU-...``).
+
+What goes into Matrix is masked as the case card is: the citizen's phone number (``mask_phone``)
+and every NIK-like number in the texts (``mask_nik``: first 6 and last 4 digits). Only the
+operator's shell, ``build(..., reveal_contact=True)``, shows them whole.
 """
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ from datetime import datetime
 
 from bridge.channels.base import InboundMessage
 from bridge.clock import parse_ts
-from bridge.messages import (CHANNEL_NAMES, DELIVERY_NAMES, ROLE_NAMES, describe_attachments, esc,
-                             history_line, local_time, multiline)
+from bridge.messages import (CHANNEL_NAMES, DELIVERY_NAMES, ROLE_NAMES, STATE_NAMES, describe_attachments,
+                             esc, history_line, local_time, multiline)
+from bridge.privacy import mask_nik, mask_phone
 from bridge.store import Row, Tx
 
 
@@ -30,13 +35,15 @@ class Record:
     citizen: Row
     conversation: list[Line]
     history: list[Row]
+    reveal_contact: bool = False    # whole phone number and NIKs: the operator's shell only
 
 
 class NotFound(LookupError):
     pass
 
 
-async def build(tx: Tx, case_id: int) -> Record:
+async def build(tx: Tx, case_id: int, *, reveal_contact: bool = False) -> Record:
+    """The case's record; masked (phone number, NIKs) unless ``reveal_contact``."""
     case = await tx.get_case(case_id)
     if case is None:
         raise NotFound(case_id)
@@ -48,14 +55,20 @@ async def build(tx: Tx, case_id: int) -> Record:
             lines.append(Line(parse_ts(r["done_at"]), "Dinas (bot)", r["payload"]["text"],
                               DELIVERY_NAMES.get(r["status"] or "", r["status"] or "")))
     lines.sort(key=lambda line: line.at)
-    return Record(case["ticket"], case, citizen, lines, await tx.case_events(case_id))
+    return Record(case["ticket"], case, citizen, lines, await tx.case_events(case_id), reveal_contact)
 
 
-async def build_by_ticket(tx: Tx, ticket: str) -> Record:
+async def build_by_ticket(tx: Tx, ticket: str, *, reveal_contact: bool = False) -> Record:
     case = await tx.get_case_by_ticket(ticket)
     if case is None:
         raise NotFound(ticket)
-    return await build(tx, case["id"])
+    return await build(tx, case["id"], reveal_contact=reveal_contact)
+
+
+def _private(r: Record, document: str) -> str:
+    """The finished document, every NIK in it masked unless the record reveals them: citizens
+    write them in texts and file names, staff in notes and answers."""
+    return document if r.reveal_contact else mask_nik(document)
 
 
 def _citizen_line(m: InboundMessage, name: str | None) -> Line:
@@ -65,12 +78,13 @@ def _citizen_line(m: InboundMessage, name: str | None) -> Line:
 
 def _facts(r: Record) -> list[tuple[str, str]]:
     c = r.case
+    address = r.citizen["address"] if r.reveal_contact else mask_phone(r.citizen["address"])
     facts = [
         ("Nomor tiket", r.ticket),
         ("Pemohon", f"{r.citizen['name'] or '-'} ({CHANNEL_NAMES.get(c['channel'], c['channel'])} "
-                    f"{r.citizen['address']})"),
+                    f"{address})"),
         ("Diterima", local_time(parse_ts(c["opened_at"]))),
-        ("Status", {"open": "dalam proses", "waiting": "menunggu pemohon", "closed": "selesai"}[c["state"]]
+        ("Status", STATE_NAMES[c["state"]]
          + (f" ({c['outcome']})" if c["outcome"] else "")),
         ("Langkah", f"{c['step']} ({ROLE_NAMES.get(c['holder_role'], c['holder_role'])})"),
     ]
@@ -96,7 +110,7 @@ def to_text(r: Record) -> str:
         out.append(f"[{local_time(line.at)}] {line.who}: {line.text}" + (f" ({line.note})" if line.note else ""))
     out += ["", "RIWAYAT TINDAK LANJUT"]
     out += [history_line(e) for e in r.history]
-    return "\n".join(out) + "\n"
+    return _private(r, "\n".join(out) + "\n")
 
 
 def to_html(r: Record) -> str:
@@ -106,7 +120,7 @@ def to_html(r: Record) -> str:
         + (f"<br><small>{esc(line.note)}</small>" if line.note else "") + "</td></tr>"
         for line in r.conversation)
     history = "".join(f"<li>{esc(history_line(e))}</li>" for e in r.history)
-    return f"""<!doctype html>
+    return _private(r, f"""<!doctype html>
 <html lang="id"><head><meta charset="utf-8"><title>Transkrip {esc(r.ticket)}</title>
 <style>body{{font-family:sans-serif;max-width:50em;margin:2em auto}}table{{border-collapse:collapse;width:100%}}
 th,td{{border:1px solid #999;padding:.3em;text-align:left;vertical-align:top}}@media print{{body{{margin:0}}}}</style>
@@ -118,4 +132,4 @@ th,td{{border:1px solid #999;padding:.3em;text-align:left;vertical-align:top}}@m
 <h2>Riwayat tindak lanjut</h2>
 <ol>{history}</ol>
 </body></html>
-"""
+""")

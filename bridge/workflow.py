@@ -24,21 +24,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-# Roles in rank order: an approval needs a rank at or above the profile's min_approver.
-ROLE_RANK = {"admin": 1, "kasi": 2, "kabid": 3, "pimpinan": 4}
-STAFF_ROLES = tuple(ROLE_RANK)
+# The one vocabulary of roles: ids in rank order (an approval needs a rank at or above
+# the profile's min_approver), and the titles staff read.
+STAFF_ROLES = ("admin", "kasi", "kabid", "pimpinan")
+ROLE_RANK = {role: rank for rank, role in enumerate(STAFF_ROLES, start=1)}
 CITIZEN = "citizen"
+ROLE_TITLES = {"admin": "Admin WA", "kasi": "Kepala Seksi", "kabid": "Kepala Bidang",
+               "pimpinan": "Pimpinan", CITIZEN: "Pemohon"}
 STAY = "="
 
 # Every action of the staff contract (DESIGN.md). Step actions move a case; the others
 # are allowed in every open step to the roles named in ``decide``.
 STEP_ACTIONS = ("claim", "verify", "escalate", "return", "approve", "send", "reject", "answer")
-FREE_ACTIONS = ("note", "ask")
+FREE_ACTIONS = ("note", "ask", "close")
 READ_ACTIONS = ("status", "history", "print", "list", "help")
 ACTIONS = STEP_ACTIONS + FREE_ACTIONS + READ_ACTIONS
 
 # Actions that carry text, and must have some.
-NEEDS_TEXT = {"answer", "note", "ask", "reject", "return"}
+NEEDS_TEXT = {"answer", "note", "ask", "reject", "return", "close"}
+
+# How a case ends, as the audit, the digest and the export name it.
+OUTCOME_ANSWERED = "dijawab"
+OUTCOME_REJECTED = "ditolak"
+OUTCOME_UNDELIVERABLE = "tidak terkirim"
 
 
 class ProfileError(ValueError):
@@ -65,6 +73,9 @@ class Profile:
     agenda_format: str | None = None
     # Actions whose actor's answer counts as approved (Bantul: the kabid's response).
     approving_actions: frozenset[tuple[str, str]] = frozenset()   # (step id, action)
+    # Four eyes: whoever wrote the draft may not give it paraf, unless a one-person
+    # office switches this on ([sop] self_approval = true).
+    self_approval: bool = False
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:
@@ -81,6 +92,10 @@ class Profile:
     def final_step(self) -> Step:
         return self.steps[-1]
 
+    def sends_answer(self, step_id: str) -> bool:
+        """Whether the answer is sent from this step (where ``!tutup`` is the way out)."""
+        return "send" in self.step(step_id).actions
+
     def target(self, step: Step, action: str) -> Step:
         to = step.actions[action]
         return step if to == STAY else self.step(to)
@@ -94,7 +109,7 @@ class CaseView:
     state: str                    # open | waiting | closed
     has_draft: bool = False
     approved: bool = False
-    holder_room: str | None = None
+    drafted_by: str | None = None     # who wrote the current draft (four eyes)
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,7 @@ class Decision:
     from_step: str = ""
     to_step: str = ""
     approves: bool = False        # this action approves the draft (paraf)
+    withdraws: bool = False       # this action takes back the paraf (the agenda number is void)
     closes: str | None = None     # outcome when the action closes the case
 
     @property
@@ -116,13 +132,9 @@ def refuse(reason: str) -> Decision:
     return Decision(ok=False, reason=reason)
 
 
-ROLE_TITLES = {"admin": "Admin WA", "kasi": "Kepala Seksi", "kabid": "Kepala Bidang",
-               "pimpinan": "Pimpinan", CITIZEN: "Pemohon"}
-
-
 def decide(profile: Profile, case: CaseView, role: str | None, action: str,
-           text: str = "") -> Decision:
-    """May ``role`` do ``action`` on ``case`` now, and what follows if so."""
+           text: str = "", actor: str | None = None) -> Decision:
+    """May ``actor`` in ``role`` do ``action`` on ``case`` now, and what follows if so."""
     if action not in ACTIONS:
         return refuse(f"Perintah tidak dikenal: {action}.")
     if role not in ROLE_RANK:
@@ -144,6 +156,14 @@ def decide(profile: Profile, case: CaseView, role: str | None, action: str,
         if case.state == "waiting":
             return refuse("Kasus ini sudah menunggu jawaban pemohon.")
         return Decision(ok=True, action=action, from_step=step.id, to_step=step.id)
+    if action == "close":
+        if not profile.sends_answer(step.id):
+            return refuse(f"!tutup hanya untuk jawaban yang tidak dapat dikirim, di langkah pengiriman "
+                          f"jawaban; kasus ini di langkah \"{step.name}\".")
+        if not is_holder:
+            return refuse(_not_yours(step))
+        return Decision(ok=True, action=action, from_step=step.id, to_step=profile.final_step.id,
+                        closes=OUTCOME_UNDELIVERABLE)
     if case.state == "waiting" and action != "reject":
         return refuse("Kasus ini menunggu jawaban pemohon (!tanya); tunggu balasannya dulu.")
 
@@ -161,6 +181,9 @@ def decide(profile: Profile, case: CaseView, role: str | None, action: str,
             return refuse("Jawaban ini sudah diparaf.")
         if ROLE_RANK[role] < ROLE_RANK[profile.min_approver]:
             return refuse(f"Paraf jawaban minimal oleh {ROLE_TITLES[profile.min_approver]}.")
+        if actor is not None and actor == case.drafted_by and not profile.self_approval:
+            return refuse("Konsep jawaban ini Anda tulis sendiri; paraf harus diberikan petugas lain "
+                          f"(minimal {ROLE_TITLES[profile.min_approver]}).")
     if action == "answer" and case.approved:
         return refuse("Jawaban sudah diparaf dan tidak dapat diubah lagi.")
     if action == "send":
@@ -172,9 +195,11 @@ def decide(profile: Profile, case: CaseView, role: str | None, action: str,
     if approves and action != "approve":
         # The response of a role at or above min_approver counts as its approval.
         approves = case.has_draft and not case.approved and ROLE_RANK[role] >= ROLE_RANK[profile.min_approver]
-    closes = "ditolak" if action == "reject" else None
+    closes = OUTCOME_REJECTED if action == "reject" else None
+    # Sent back after paraf (Mojokerto's check fails): the paraf is taken back.
+    withdraws = action == "return" and case.approved and not approves
     return Decision(ok=True, action=action, from_step=step.id, to_step=target.id,
-                    approves=approves, closes=closes)
+                    approves=approves, withdraws=withdraws, closes=closes)
 
 
 def _not_yours(step: Step) -> str:
@@ -207,7 +232,7 @@ PROFILES: dict[str, Profile] = {
              {"claim": STAY, "answer": STAY, "verify": "paraf", "return": "draf"}),
             ("paraf", "Paraf kepala bidang", "kabid", 15,
              {"claim": STAY, "approve": "cek", "return": "draf"}),
-            ("cek", "Pengecekan jawaban", "admin", 15, {"claim": STAY, "verify": "kirim"}),
+            ("cek", "Pengecekan jawaban", "admin", 15, {"claim": STAY, "verify": "kirim", "return": "draf"}),
             ("kirim", "Jawaban dikirim", "admin", 15, {"claim": STAY, "send": "selesai"}),
             ("selesai", "Jawaban diterima pemohon", CITIZEN, 0, {}),
         )),
@@ -303,6 +328,8 @@ def load_profile(sop: Mapping[str, Any]) -> Profile:
         base = PROFILES[name]
         if "agenda_format" in sop:
             base = Profile(**{**base.__dict__, "agenda_format": sop["agenda_format"] or None})
+        if "self_approval" in sop:
+            base = Profile(**{**base.__dict__, "self_approval": _flag(sop, "self_approval")})
         return validate(base)
     try:
         steps = tuple(
@@ -314,12 +341,20 @@ def load_profile(sop: Mapping[str, Any]) -> Profile:
             name=str(sop.get("profile", "custom")), office=str(sop.get("office", "")), steps=steps,
             total_minutes=int(sop["total_minutes"]), min_approver=str(sop.get("min_approver", "kasi")),
             agenda_format=sop.get("agenda_format"),
-            approving_actions=frozenset((str(a[0]), str(a[1])) for a in sop.get("approving_actions", ())))
+            approving_actions=frozenset((str(a[0]), str(a[1])) for a in sop.get("approving_actions", ())),
+            self_approval=_flag(sop, "self_approval"))
     except KeyError as e:
         raise ProfileError(f"[sop]: missing key {e.args[0]!r} in the profile or one of its steps") from None
     except (TypeError, ValueError) as e:
         raise ProfileError(f"[sop]: {e}") from None
     return validate(profile)
+
+
+def _flag(sop: Mapping[str, Any], key: str) -> bool:
+    value = sop.get(key, False)
+    if not isinstance(value, bool):
+        raise ProfileError(f"[sop] {key}: must be true or false, not {value!r}")
+    return value
 
 
 def agenda_number(profile: Profile, seq: int, year: int) -> str | None:

@@ -1,8 +1,9 @@
 """The daily digest for the pimpinan room: what came in, what closed, what is late.
 
-``build`` computes the figures from the database for the day before ``now`` (pure
-reading, testable on a known set of cases); ``DailyDigest.run`` posts them, on working
-days only, when APScheduler's cron fires.
+``build`` computes the figures from the database for a period (pure reading, testable
+on a known set of cases); ``DailyDigest.run`` posts them, on working days only, when
+APScheduler's cron fires, for the time since the previous digest: Monday's covers Friday
+afternoon and the weekend, the day after a holiday covers the holiday.
 """
 from __future__ import annotations
 
@@ -52,9 +53,11 @@ class Digest:
     oldest: list[Row]
 
 
-async def build(tx: Tx, profile: Profile, calendar: WorkCalendar, now: datetime, days: int = 1) -> Digest:
+async def build(tx: Tx, profile: Profile, calendar: WorkCalendar, now: datetime,
+                since: datetime | None = None) -> Digest:
+    """The figures of [since, now); without ``since``, the last 24 hours."""
     end = now
-    start = now - timedelta(days=days)
+    start = since or now - timedelta(days=1)
     closed = await tx.closed_between(start, end)
     outcomes: dict[str, int] = defaultdict(int)
     for c in closed:
@@ -149,7 +152,10 @@ class DailyDigest:
             if await tx.get_state(f"digest:{day}"):
                 return False
             await tx.set_state(f"digest:{day}", now.isoformat())
-            digest = await build(tx, self.profile, self.calendar, now)
+            previous = await tx.get_state("digest:last")
+            await tx.set_state("digest:last", now.isoformat())
+            digest = await build(tx, self.profile, self.calendar, now,
+                                 since=datetime.fromisoformat(previous) if previous else None)
             await self.outbox.notice(tx, "pimpinan", render(digest, self.profile).notice())
         self.outbox.wake()
         log.info("digest: posted for %s", day)

@@ -32,13 +32,18 @@ async def complaint(env: Env, wa_id: str, text: str, name: str = "Siti Aminah") 
 
 
 async def card_in(env: Env, role: str, ticket: str, *, after: Card | None = None) -> Card:
-    """The card of ``ticket`` that appears in ``role``'s room (a newer one than ``after``)."""
+    """The card of ``ticket`` that appears in ``role``'s room (one posted after ``after``)."""
     client = await env.staff_member(role)
     room = env.bridge.matrix.rooms[role]
+
+    def newer(s: Seen) -> bool:
+        if after is None:
+            return True
+        ids = [x.event.event_id for x in client.seen]
+        return after.event_id in ids and ids.index(s.event.event_id) > ids.index(after.event_id)
     seen = await client.wait_for(
         lambda s: s.room_id == room and body(s).startswith("📨") and ticket in body(s).splitlines()[0]
-        and (after is None or s.event.event_id != after.event_id),
-        what=f"the card of {ticket} in the {role} room")
+        and newer(s), what=f"the card of {ticket} in the {role} room")
     return Card(ticket, room, seen.event.event_id)
 
 
@@ -84,3 +89,29 @@ async def steps_walked(env: Env, ticket: str) -> list[str]:
         if e["to_step"] and e["to_step"] != walked[-1]:
             walked.append(e["to_step"])
     return walked
+
+
+async def to_the_check(env: Env, card: Card, answer: str = "KTP-el Anda sudah dapat diambil.") -> Card:
+    """Mojokerto from the new card to 'cek': verified, drafted, finalised, paraf.
+    Returns the admin's card of the check."""
+    await command(env, "admin", card, "!verifikasi")
+    # An answer that starts with a new line is written as staff write a long one: "!jawab" alone on the first line.
+    await command(env, "admin", card, "!jawab" + (answer if answer.startswith("\n") else f" {answer}"))
+    kasi_card = await card_in(env, "kasi", card.ticket)
+    await command(env, "kasi", kasi_card, "!verifikasi")
+    kabid_card = await card_in(env, "kabid", card.ticket)
+    await command(env, "kabid", kabid_card, "!paraf")
+    return await card_in(env, "admin", card.ticket, after=card)
+
+
+async def to_the_sending_step(env: Env, card: Card, answer: str = "KTP-el Anda sudah dapat diambil.") -> Card:
+    """Mojokerto from the new card to 'kirim'; returns the admin's card of the sending step."""
+    admin_card = await to_the_check(env, card, answer)
+    await command(env, "admin", admin_card, "!verifikasi")
+    await case_reaches(env, card.ticket, step="kirim")
+    return admin_card
+
+
+def office_year(env: Env) -> int:
+    """The year of the bridge's clock in the office's timezone (tickets and agenda numbers)."""
+    return env.bridge.clock().astimezone(env.bridge.settings.sla.calendar.tz).year

@@ -20,14 +20,16 @@ STEPS = ["Verifikasi pengaduan (menit, SOP 15)",
          "Paraf kepala bidang (menit, SOP 15)", "Pengecekan jawaban (menit, SOP 15)",
          "Jawaban dikirim (menit, SOP 15)"]
 HEADER = ["Nomor tiket", "Diterima", "Selesai", "Saluran", "Layanan", "Langkah terakhir", "Hasil",
-          "Waktu total (menit)", "Target SOP (menit)", "Tepat waktu", "Nomor agenda", *STEPS]
+          "Waktu total (menit)", "Target SOP (menit)", "Tepat waktu", "Nomor agenda", "Nomor agenda batal",
+          *STEPS]
 
 
 def row(ticket: int, received: str, closed: str | None, service: str | None, step: str, outcome: str,
-        total: int | None, on_time: str | None, agenda: str | None = None, minutes: tuple = ()) -> dict[str, Any]:
+        total: int | None, on_time: str | None, agenda: str | None = None, minutes: tuple = (),
+        void: str | None = None) -> dict[str, Any]:
     values = [f"ADU-2026-{ticket:06d}", datetime.fromisoformat(received),
               datetime.fromisoformat(closed) if closed else None, "WhatsApp", service, step, outcome,
-              total, 120, on_time, agenda, *(list(minutes) + [None] * len(STEPS))[:len(STEPS)]]
+              total, 120, on_time, agenda, void, *(list(minutes) + [None] * len(STEPS))[:len(STEPS)]]
     return dict(zip(HEADER, values))
 
 

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bridge.cases import Cases
+from tests import queries as q
 from bridge.channels.base import InboundMessage
 from bridge.config import from_dict
 from bridge.intake import Intake
@@ -67,13 +68,13 @@ class Office:
 
     async def alerts(self) -> list[str]:
         async with self.store.reading() as tx:
-            rows = await tx.outbox_rows()
+            rows = await q.outbox_rows(tx)
         return [r["payload"]["content"]["body"].split("\n")[0] for r in rows
                 if r["kind"] in ("matrix.thread", "matrix.notice") and "SLA" in r["payload"]["content"]["body"]]
 
     async def citizen_texts(self) -> list[str]:
         async with self.store.reading() as tx:
-            return [r["payload"]["text"] for r in await tx.outbox_rows(kind="channel.text")]
+            return [r["payload"]["text"] for r in await q.outbox_rows(tx, kind="channel.text")]
 
 
 @pytest.fixture
@@ -208,7 +209,7 @@ async def test_the_digest_figures_on_a_known_day(store: Store) -> None:
     clock.set(at("2026-11-28 07:30"))                    # Saturday
     assert await digest.run() is False
     async with store.reading() as tx:
-        posted = [r for r in await tx.outbox_rows(kind="matrix.notice") if "Ringkasan" in r["payload"]["content"]["body"]]
+        posted = [r for r in await q.outbox_rows(tx, kind="matrix.notice") if "Ringkasan" in r["payload"]["content"]["body"]]
     assert len(posted) == 1 and posted[0]["payload"]["room"] == "pimpinan"
 
 
@@ -225,3 +226,24 @@ async def test_a_case_rejected_while_waiting_does_not_count_the_wait(store: Stor
         events = await tx.case_events(case["id"])
     assert step_durations(events, office.cases.calendar, at("2026-11-01 00:00"), at("2026-12-01 00:00")) \
         == [("verifikasi", 5.0)]
+
+
+async def test_mondays_digest_covers_friday_afternoon(store: Store) -> None:
+    """The digest covers the time since the previous one, not the last 24 hours."""
+    from schedules.digest import DailyDigest
+    clock = FakeClock(at("2026-11-27 07:30"))            # Friday
+    office = Office(store, clock)
+    digest = DailyDigest(store, office.cases.profile, office.cases.calendar, office.outbox, clock)
+    assert await digest.run() is True
+    clock.set(at("2026-11-27 13:00"))
+    case = await office.complaint("Protes pajak kendaraan")
+    clock.set(at("2026-11-27 14:00"))                    # Friday afternoon, after the digest
+    await office.act(case, "admin", "reject", "Bukan kewenangan Dukcapil")
+    clock.set(at("2026-11-30 07:30"))                    # Monday: 24 hours back is Sunday
+    assert await digest.run() is True
+    async with store.reading() as tx:
+        posted = [r["payload"]["content"]["body"] for r in await q.outbox_rows(tx, kind="matrix.notice")
+                  if "Ringkasan" in r["payload"]["content"]["body"]]
+    assert len(posted) == 2
+    assert "27-11-2026 07:30" in posted[1].splitlines()[0] and "30-11-2026 07:30" in posted[1].splitlines()[0]
+    assert "Masuk: 1 · Selesai: 1 (ditolak 1)" in posted[1]

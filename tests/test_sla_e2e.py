@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from tests import queries as q
 from tests.harness import FakeClock
 from tests.story import body, bot_says, command, complaint
 
@@ -40,6 +41,6 @@ async def test_a_breach_reaches_the_pimpinan_room_once_across_a_restart(make_env
     await env.restart_bridge()
     assert await env.bridge.sla.run_once() == 0
     async with env.bridge.store.reading() as tx:
-        breaches = [r for r in await tx.outbox_rows(kind="matrix.notice")
+        breaches = [r for r in await q.outbox_rows(tx, kind="matrix.notice")
                     if r["payload"]["room"] == "pimpinan" and "Lewat SLA" in r["payload"]["content"]["body"]]
     assert len(breaches) == 1

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.story import (bot_says, card_in, case_reaches, command, complaint, react, steps_walked)
+from tests.story import (bot_says, card_in, case_reaches, case_row, command, complaint, react,
+                         steps_walked)
 
 WARGA = "6281234500002"
 BANTUL = {"sop": {"profile": "bantul"}}
@@ -51,8 +52,13 @@ async def test_the_kasi_resolves(bantul) -> None:
     await react(env, "kasi", kasi_card, "✍️")
     await bot_says(env.staff["kasi"], kasi_card, "Belum ada konsep jawaban")
     await command(env, "kasi", kasi_card, "!jawab NIK Anda sudah aktif kembali; silakan coba lagi.")
+    # Four eyes: "approved by at least the Kepala Seksi" means by someone else than its writer.
     await command(env, "kasi", kasi_card, "!paraf")
+    await bot_says(env.staff["kasi"], kasi_card, "Anda tulis sendiri")
+    pimpinan = await env.staff_member("pimpinan")
+    await pimpinan.say(env.bridge.matrix.rooms["pimpinan"], f"!paraf {card.ticket}")
     admin_card = await card_in(env, "admin", card.ticket, after=card)
+    assert (await case_row(env, card.ticket))["approved_by"] == pimpinan.user_id
     assert "NIK Anda sudah aktif" in await deliver_answer(env, admin_card)
     assert await steps_walked(env, card.ticket) == [
         "diterima", "verifikasi_admin", "verifikasi_kasi", "jawab", "selesai"]

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from tests.harness import Env
-from tests.story import (bot_says, card_in, case_reaches, command, complaint, react, steps_walked)
+from tests.story import (bot_says, card_in, case_reaches, command, complaint, office_year, react,
+                         steps_walked)
 
 WARGA = "6281234500001"
 
@@ -35,7 +36,8 @@ async def test_the_whole_mojokerto_path(env: Env) -> None:
     # 5. The Kabid gives paraf: the agenda number comes with it.
     await react(env, "kabid", kabid_card, "✍️")
     said = await bot_says(env.staff["kabid"], kabid_card, "Nomor agenda")
-    assert "470/1/416-314/2026" in said
+    agenda = f"470/1/416-314/{office_year(env)}"
+    assert agenda in said
 
     # 6. Back to the Admin WA to check, then 7. send.
     admin_card = await card_in(env, "admin", card.ticket, after=card)
@@ -44,13 +46,13 @@ async def test_the_whole_mojokerto_path(env: Env) -> None:
     await react(env, "admin", admin_card, "📤")
     sent = await env.graph.wait_for_sent(lambda r: "Jawaban atas pengaduan" in r["body"]["text"]["body"])
     text = sent["body"]["text"]["body"]
-    assert "sudah dicetak" in text and "470/1/416-314/2026" in text and sent["body"]["to"] == WARGA
+    assert "sudah dicetak" in text and agenda in text and sent["body"]["to"] == WARGA
 
     # The citizen's phone confirms delivery: the case closes, staff see it in the thread.
     await env.send(env.graph.status(sent["id"], "delivered", WARGA))
     await bot_says(admin, admin_card, "Kasus selesai")
     row = await case_reaches(env, card.ticket, state="closed")
-    assert row["outcome"] == "dijawab" and row["agenda_number"] == "470/1/416-314/2026"
+    assert row["outcome"] == "dijawab" and row["agenda_number"] == agenda
     assert await steps_walked(env, card.ticket) == [
         "verifikasi", "draf", "final", "paraf", "cek", "kirim", "selesai"]
 

@@ -6,7 +6,8 @@ import asyncio
 import nio
 
 from tests.harness import STAFF, Env, StaffClient, in_thread_of, user_id
-from tests.story import (body, bot_says, card_in, case_reaches, case_row, command, complaint, react)
+from tests.story import (body, bot_says, card_in, case_reaches, case_row, command, complaint, office_year,
+                         react)
 
 WARGA = "6281234500003"
 
@@ -150,7 +151,7 @@ async def test_concurrent_approvals_get_agenda_numbers_without_gaps(make_env) ->
     kabid_cards = [await card_in(env, "kabid", c.ticket) for c in cards]
     await asyncio.gather(*(react(env, "kabid", c, "✍") for c in kabid_cards))   # without U+FE0F
     rows = [await case_reaches(env, c.ticket, step="kirim") for c in cards]
-    assert sorted(r["agenda_number"] for r in rows) == sorted(f"470/{n}/TEST/2026" for n in range(1, 6))
+    assert sorted(r["agenda_number"] for r in rows) == sorted(f"470/{n}/TEST/{office_year(env)}" for n in range(1, 6))
 
 
 async def test_help_list_and_the_pimpinan_reading_any_case(env: Env) -> None:

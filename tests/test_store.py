@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.channels.base import InboundMessage, StatusUpdate
+from tests import queries as q
 from bridge.store import DUE_FOR_ALERT, Store
 
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
@@ -53,7 +54,7 @@ async def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
             await tx.insert_inbound(msg(), T0)
             raise RuntimeError("crash")
     async with store.reading() as tx:
-        assert await tx.inbound_count() == 0
+        assert await q.inbound_count(tx) == 0
 
 
 async def test_delivery_status_only_moves_forward_and_failed_wins(store: Store) -> None:
@@ -65,11 +66,11 @@ async def test_delivery_status_only_moves_forward_and_failed_wins(store: Store) 
     async with store.transaction() as tx:
         assert await tx.apply_status(st("delivered"))
         assert await tx.apply_status(st("sent")) is None         # late, out of order
-        assert (await tx.get_delivery("whatsapp", "wamid.out"))["status"] == "delivered"
+        assert (await q.get_delivery(tx, "whatsapp", "wamid.out"))["status"] == "delivered"
         assert await tx.apply_status(st("read"))
         assert await tx.apply_status(st("failed", 131047))
         assert await tx.apply_status(st("read")) is None
-        row = await tx.get_delivery("whatsapp", "wamid.out")
+        row = await q.get_delivery(tx, "whatsapp", "wamid.out")
     assert row["status"] == "failed" and row["error_code"] == 131047
 
 
@@ -129,3 +130,59 @@ async def test_the_sla_check_reads_an_index_not_every_case(store: Store) -> None
     async with store.reading() as tx:
         plan = await tx._all("EXPLAIN QUERY PLAN " + DUE_FOR_ALERT, "2026", 500)
     assert any("USING INDEX cases_next_alert" in r["detail"] for r in plan), plan
+
+
+async def test_a_failing_schema_upgrade_changes_nothing(tmp_path: Path, monkeypatch) -> None:
+    """Each upgrade runs in one transaction with its version: a failure leaves the old schema."""
+    from bridge.migrations import UPGRADES, run_script
+    s = await Store.open(tmp_path / "db.sqlite")
+    async with s.reading() as tx:
+        before = (await tx._one("PRAGMA user_version"))["user_version"]
+    await s.close()
+
+    async def broken(db) -> None:
+        await run_script(db, """
+        ALTER TABLE cases ADD COLUMN half_done TEXT;
+        CREATE TABLE half_done (x INTEGER);
+        """)
+        raise RuntimeError("upgrade failed half way")
+    monkeypatch.setitem(UPGRADES, before + 1, broken)
+    with pytest.raises(RuntimeError, match="half way"):
+        await Store.open(tmp_path / "db.sqlite")
+    monkeypatch.delitem(UPGRADES, before + 1)
+    s = await Store.open(tmp_path / "db.sqlite")        # the next start finds the old schema whole
+    async with s.reading() as tx:
+        assert (await tx._one("PRAGMA user_version"))["user_version"] == before
+        columns = [r["name"] for r in await tx._all("PRAGMA table_info(cases)")]
+        tables = [r["name"] for r in await tx._all("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    await s.close()
+    assert "half_done" not in columns and "half_done" not in tables
+
+
+async def test_run_script_keeps_a_trigger_body_whole() -> None:
+    import aiosqlite
+    from bridge.migrations import run_script
+    async with aiosqlite.connect(":memory:", isolation_level=None) as db:
+        await db.execute("BEGIN")
+        await run_script(db, """
+        CREATE TABLE t (x INTEGER);
+        CREATE TRIGGER t_no_delete BEFORE DELETE ON t
+            BEGIN SELECT RAISE(ABORT, 'no; not ever'); END;
+        INSERT INTO t VALUES (1);
+        """)
+        await db.rollback()                              # nothing was committed on the way
+        async with db.execute("SELECT name FROM sqlite_master") as cur:
+            assert await cur.fetchall() == []
+
+
+async def test_a_status_before_its_row_is_kept_until_the_row_comes(store: Store) -> None:
+    async with store.transaction() as tx:
+        assert await tx.apply_status(StatusUpdate("whatsapp", "wamid.fast", "read", T0)) is None
+        assert await tx.apply_status(StatusUpdate("whatsapp", "wamid.fast", "delivered", T0)) is None
+        early = await tx.record_delivery("whatsapp", "wamid.fast", outbox_id=None, case_id=None, at=T0)
+        assert [st.status for st in early] == ["delivered", "read"]       # in their order
+        for st in early:
+            await tx.apply_status(st)
+        assert (await q.get_delivery(tx, "whatsapp", "wamid.fast"))["status"] == "read"
+        # Taken once: a second record of the same message finds none.
+        assert await tx.record_delivery("whatsapp", "wamid.fast", outbox_id=None, case_id=None, at=T0) == []

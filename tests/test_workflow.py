@@ -142,3 +142,33 @@ def test_a_dead_end_is_refused() -> None:
     sop["steps"].insert(3, {"id": "trap", "role": "admin", "minutes": 5, "actions": {"claim": "="}})
     with pytest.raises(ProfileError, match="from step trap there is no way to the end"):
         load_profile(sop)
+
+
+def test_close_is_the_way_out_of_the_sending_step_only() -> None:
+    kirim = CaseView(step="kirim", state="open", has_draft=True, approved=True)
+    d = decide(MOJOKERTO, kirim, "admin", "close", "Nomor tidak aktif")
+    assert d.ok and d.closes == "tidak terkirim" and d.to_step == "selesai"
+    assert not decide(MOJOKERTO, kirim, "admin", "close", " ").ok            # a reason is needed
+    assert not decide(MOJOKERTO, kirim, "kasi", "close", "x").ok             # the holder's, or pimpinan's
+    assert decide(MOJOKERTO, kirim, "pimpinan", "close", "x").ok
+    assert "!tutup hanya" in decide(MOJOKERTO, CaseView(step="draf", state="open"), "admin", "close", "x").reason
+    assert decide(BANTUL, CaseView(step="jawab", state="open"), "admin", "close", "x").ok
+
+
+def test_four_eyes_on_the_paraf_unless_the_office_allows_it() -> None:
+    drafted = CaseView(step="paraf", state="open", has_draft=True, drafted_by="@budi:dinas")
+    refused = decide(MOJOKERTO, drafted, "kabid", "approve", actor="@budi:dinas")
+    assert not refused.ok and "Anda tulis sendiri" in refused.reason
+    assert decide(MOJOKERTO, drafted, "kabid", "approve", actor="@sari:dinas").ok
+    one_person = load_profile({"profile": "mojokerto", "self_approval": True})
+    assert decide(one_person, drafted, "kabid", "approve", actor="@budi:dinas").ok
+    with pytest.raises(ProfileError, match="self_approval"):
+        load_profile({"profile": "mojokerto", "self_approval": "ya"})
+
+
+def test_sent_back_after_paraf_withdraws_it() -> None:
+    cek = CaseView(step="cek", state="open", has_draft=True, approved=True)
+    d = decide(MOJOKERTO, cek, "admin", "return", "Nomor surat salah")
+    assert d.ok and d.to_step == "draf" and d.withdraws
+    before = CaseView(step="paraf", state="open", has_draft=True)
+    assert not decide(MOJOKERTO, before, "kabid", "return", "Perbaiki").withdraws   # nothing to withdraw

@@ -1,9 +1,7 @@
 """Admin WA (operator/staf, seksi pengaduan): takes, verifies, drafts, asks, sends."""
 from __future__ import annotations
 
-from bridge.roles.base import Context, Role, command
-
-ROLE = Role("admin", "Admin WA", rank=1)
+from bridge.roles.base import Context, command
 
 
 @command("ambil", "claim", usage="ambil kasus ini (jadi penanggung jawab)")
@@ -44,3 +42,9 @@ async def tanya(ctx: Context) -> None:
 @command("catatan", "note", usage="catatan internal: !catatan <teks> (tidak dikirim ke pemohon)")
 async def catatan(ctx: Context) -> None:
     await ctx.act("note")
+
+
+@command("tutup", "close", usage="tutup kasus yang jawabannya tidak dapat dikirim: !tutup <alasan> "
+         "(hasil \"tidak terkirim\")")
+async def tutup(ctx: Context) -> None:
+    await ctx.act("close")

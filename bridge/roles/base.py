@@ -19,13 +19,6 @@ from bridge.messages import ACTION_REACTIONS, Rich
 from bridge.store import Row
 
 
-@dataclass(frozen=True)
-class Role:
-    name: str
-    title: str
-    rank: int
-
-
 class Context(Protocol):
     """What a command handler can do; bridge/staff.py provides it."""
 
@@ -99,21 +92,26 @@ class Parsed:
     text: str
 
 
+_WORD = re.compile(r"(\S+)\s*(.*)", re.DOTALL)
+
+
 def parse(body: str) -> Parsed | None:
-    """``!jawab [ADU-2026-000001] teks...`` -> the command, the ticket if given, the text."""
+    """``!jawab [ADU-2026-000001] teks...`` -> the command, the ticket if given, the text.
+
+    Any white space ends the command's name (``!jawab`` then a new line and the answer),
+    and the text keeps its line breaks.
+    """
     body = body.strip()
-    if not body.startswith("!"):
+    if not body.startswith("!") or len(body) < 2 or body[1].isspace():
         return None
-    head, _, rest = body[1:].partition(" ")
-    name = head.strip().lower()
+    head, rest = _WORD.match(body[1:]).groups()
+    name = head.lower()
     cmd = COMMANDS.get(name)
     if cmd is None:
-        return Parsed(Command((name,), "", _unknown, needs_case=False), name, None, rest.strip())
-    rest = rest.strip()
-    first, _, after = rest.partition(" ")
-    first = first.strip()
-    if TICKET.match(first):
-        return Parsed(cmd, name, first.upper(), after.strip())
+        return Parsed(Command((name,), "", _unknown, needs_case=False), name, None, rest)
+    word = _WORD.match(rest)
+    if word and TICKET.match(word.group(1)):
+        return Parsed(cmd, name, word.group(1).upper(), word.group(2))
     return Parsed(cmd, name, None, rest)
 
 

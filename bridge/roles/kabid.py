@@ -5,6 +5,3 @@ in each step is the SOP profile's word.
 """
 from __future__ import annotations
 
-from bridge.roles.base import Role
-
-ROLE = Role("kabid", "Kepala Bidang", rank=3)

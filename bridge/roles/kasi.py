@@ -1,9 +1,7 @@
 """Kepala Seksi ("kasi yang membidangi"): verifies escalated cases, answers, approves, returns."""
 from __future__ import annotations
 
-from bridge.roles.base import Context, Role, command
-
-ROLE = Role("kasi", "Kepala Seksi", rank=2)
+from bridge.roles.base import Context, command
 
 
 @command("kembalikan", "return", usage="kembalikan ke Admin WA dengan catatan: !kembalikan <catatan>")

@@ -5,9 +5,7 @@ The reading commands live here; every staff role may use them.
 from __future__ import annotations
 
 from bridge import messages as msgs
-from bridge.roles.base import COMMANDS, Context, Role, command
-
-ROLE = Role("pimpinan", "Pimpinan", rank=4)
+from bridge.roles.base import COMMANDS, Context, command
 
 
 @command("status", usage="keadaan kasus dan tenggatnya")
