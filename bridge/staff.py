@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Awaitable
 
 import nio
 
@@ -83,8 +83,8 @@ class Desk:
         root = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
         await self._guarded(room, event, room_key, root, self._command(room, event, parsed, room_key, root))
 
-    async def _guarded(self, room: nio.MatrixRoom, event: Any, room_key: str | None, root: str | None,
-                       handling: Any) -> None:
+    async def _guarded(self, room: nio.MatrixRoom, event: Any, room_key: str, root: str | None,
+                       handling: Awaitable[None]) -> None:
         """Handle a staff event; when that fails, the staff member hears so instead of silence.
 
         The failed transaction left nothing behind; the event is claimed with the reply,
@@ -102,7 +102,7 @@ class Desk:
                                      "berubah. Coba lagi, atau hubungi operator bila terulang.")
                 if card is not None:
                     await self.outbox.thread(tx, card["case_id"], card["room_key"], reply.notice())
-                elif room_key is not None:
+                else:
                     await self.outbox.notice(tx, room_key, reply.notice())
         self.outbox.wake()
 
