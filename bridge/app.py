@@ -71,8 +71,8 @@ class Bridge:
 
         self.dispatcher = Dispatcher(store, self.outbox, self.clock, on_dead=self._delivery_dead)
         Effects(store, self.matrix, self.channels, self.clock, s.data_dir / "media",
-                on_status=self.cases.delivery_moved, on_answer_taken=self.cases.answer_taken
-                ).register(self.dispatcher)
+                on_status=self.cases.delivery_moved, on_answer_taken=self.cases.answer_taken,
+                earlier_card=self.cases.earlier_card, profile=self.profile).register(self.dispatcher)
         for channel in self.channels.values():
             await channel.start(self.intake)
             self._started.append(channel)

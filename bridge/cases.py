@@ -98,7 +98,7 @@ class Cases:
         case = await tx.get_case(case_id)
         assert case is not None
         room = self.holder_room(case)
-        await self.outbox.card(tx, case_id, room, (await self._card(tx, case, citizen, msg)).content(), ticket)
+        await self.outbox.card(tx, case_id, room, (await self._card(tx, case, citizen, room, msg)).content(), ticket)
         await self._attachments(tx, case_id, room, msg)
         await self._reactions(tx, case, room)
         opens = None if self.calendar.is_open(now) else self.calendar.next_open(now)
@@ -231,14 +231,19 @@ class Cases:
             # Escalation (or a return): a new card where the case now lives, the citizen's
             # files and messages in its thread (staff there are not in the old room), and a
             # pointer here.
-            card = await self._card(tx, new, citizen, None, moved_from=old_room)
+            card = await self._card(tx, new, citizen, new_room, None, new_card=True)
             await self.outbox.card(tx, new["id"], new_room, card.content(), new["ticket"])
             await self.outbox.evidence(tx, new["id"], new_room)
-            await self.outbox.thread(tx, new["id"], old_room, msgs.moved_to(new_room, step).notice())
+            await self.outbox.pointer(tx, new["id"], old_room, new_room, step.name)
             await self._reactions(tx, new, old_room, keys=())
+            await self.outbox.cards_update(tx, new["id"])     # every earlier card: where it is now
+        elif new["state"] == "closed":
+            await self.outbox.cards_update(tx, new["id"])     # every card: how it ended
         elif d.moves or d.action == "answer" or new["state"] != old["state"]:
             # Same room: the card itself shows the new step, deadline and draft.
-            await self.outbox.card_edit(tx, new["id"], new_room, (await self._card(tx, new, citizen, None)).content())
+            live = await tx.get_card(new["id"], new_room)
+            card = await self._card(tx, new, citizen, new_room, None, event_id=live["event_id"] if live else None)
+            await self.outbox.card_edit(tx, new["id"], new_room, card.content())
         await self._reactions(tx, new, new_room)
 
     async def _reactions(self, tx: Tx, case: Row, room: str, keys: tuple[str, ...] | None = None) -> None:
@@ -252,19 +257,44 @@ class Cases:
         assert row is not None
         return row
 
-    async def _card(self, tx: Tx, case: Row, citizen: Row, msg: InboundMessage | None,
-                    moved_from: str | None = None) -> msgs.Rich:
+    async def _card(self, tx: Tx, case: Row, citizen: Row, room: str, msg: InboundMessage | None,
+                    *, new_card: bool = False, event_id: str | None = None,
+                    elsewhere: tuple[str, str | None] | None = None) -> msgs.Rich:
+        """A card of the case in ``room``: a new one, or (``event_id``) one posted before."""
         step = self.profile.step(case["step"])
         linked = await tx.get_case(case["linked_case_id"]) if case["linked_case_id"] else None
-        history = await tx.case_events(case["id"]) if moved_from else []
+        linked_posts = await tx.card_posts(linked["id"]) if linked else []
+        posts = await tx.card_posts(case["id"])
         if msg is None:                  # a later rendering: the complaint's first message
             first = await tx.case_messages(case["id"])
             msg = first[0][1] if first else None
         return msgs.case_card(
             case=case, citizen=citizen, step=step, text=msg.text if msg else case["summary"],
             attachments=msgs.describe_attachments(msg.attachments) if msg else [],
-            linked_ticket=linked["ticket"] if linked else None, history=history,
-            escalated=moved_from is not None)
+            room_role=room.partition(":")[0],
+            linked=(linked["ticket"], _link(linked_posts[-1]) if linked_posts else None) if linked else None,
+            history=await tx.case_events(case["id"]), elsewhere=elsewhere,
+            escalated=bool(posts) and (new_card or (event_id is not None and posts[0]["event_id"] != event_id)),
+            step_names={s.id: s.name for s in self.profile.steps})
+
+    async def earlier_card(self, tx: Tx, case_id: int, post: Row) -> dict[str, Any] | None:
+        """What an earlier card of a case says now (``post``: its card_posts row): where the
+        case is, with a link to its live card, or how it ended. None: it is the live card."""
+        case = await tx.get_case(case_id)
+        assert case is not None
+        live = await tx.get_card(case_id, self.holder_room(case)) if case["state"] != "closed" else None
+        if live is not None and live["event_id"] == post["event_id"]:
+            return None
+        citizen = await tx.get_citizen(case["citizen_id"])
+        assert citizen is not None
+        elsewhere = None
+        if live is not None:
+            step = self.profile.step(case["step"])
+            role = msgs.ROLE_NAMES.get(case["holder_role"], case["holder_role"])
+            elsewhere = (f"di ruang {role}, langkah {step.name}", _link(live))
+        card = await self._card(tx, case, citizen, post["room_key"], None, event_id=post["event_id"],
+                                elsewhere=elsewhere)
+        return card.content()
 
     # -- what became of our messages to the citizen ----------------------------------
     async def delivery_moved(self, tx: Tx, delivery: Row, st: StatusUpdate) -> None:
@@ -315,6 +345,7 @@ class Cases:
         room = self.holder_room(case)
         await self.outbox.thread(tx, case["id"], room, notice.notice())
         await self._reactions(tx, case, room, keys=())
+        await self.outbox.cards_update(tx, case["id"])
 
     def answer_awaits_receipt(self, case: Row) -> bool:
         """The answer went out and only the citizen's receipt is missing."""
@@ -350,6 +381,10 @@ class Cases:
         await self.outbox.thread(tx, case["id"], room,
                                  msgs.delivery_status(case["ticket"], "failed", error).notice())
         await self._reactions(tx, new, room)
+
+
+def _link(card: Row) -> str:
+    return msgs.matrix_to(card["room_id"], card["event_id"])
 
 
 def next_alert_at(policy: SlaPolicy, case: Row) -> datetime | None:

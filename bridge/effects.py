@@ -21,6 +21,7 @@ from bridge.outbox import Delivery, Dispatcher, Finish
 from bridge import messages as msgs
 from bridge.messages import ACTION_REACTIONS
 from bridge.store import Row, Store, Tx
+from bridge.workflow import Profile
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp",
 # was taken (Cases.answer_taken): called inside the transaction that records a send.
 StatusHandler = Callable[[Tx, Row, StatusUpdate], Awaitable[None]]
 AnswerTaken = Callable[[Tx, int], Awaitable[None]]
+# What an earlier card of a case says now (Cases.earlier_card); None for the live card.
+CardRenderer = Callable[[Tx, int, Row], Awaitable["dict[str, Any] | None"]]
 
 
 def thread_relation(root: str) -> dict[str, Any]:
@@ -42,8 +45,11 @@ def thread_relation(root: str) -> dict[str, Any]:
 
 class Effects:
     def __init__(self, store: Store, matrix: MatrixBot, channels: dict[str, Channel], clock: Clock,
-                 media_dir: Path, *, on_status: StatusHandler, on_answer_taken: AnswerTaken) -> None:
+                 media_dir: Path, *, on_status: StatusHandler, on_answer_taken: AnswerTaken,
+                 earlier_card: CardRenderer, profile: Profile) -> None:
+        self.profile = profile
         self.on_status = on_status
+        self.earlier_card = earlier_card
         self.on_answer_taken = on_answer_taken
         self.store = store
         self.matrix = matrix
@@ -60,6 +66,8 @@ class Effects:
         dispatcher.register(ob.MATRIX_REACTIONS, self.reactions)
         dispatcher.register(ob.MATRIX_TRANSCRIPT, self.transcript)
         dispatcher.register(ob.MATRIX_EVIDENCE, self.evidence)
+        dispatcher.register(ob.MATRIX_POINTER, self.pointer)
+        dispatcher.register(ob.MATRIX_CARDS, self.cards)
         dispatcher.register(ob.CHANNEL_TEXT, self.citizen_text)
         dispatcher.register(ob.CHANNEL_READ, self.mark_read)
 
@@ -84,15 +92,41 @@ class Effects:
             card = await tx.get_card(d.row["case_id"], d.payload["room"])
         if card is None:
             return None                  # no card to edit (its post failed): the thread says it all
-        new = d.payload["content"]
-        content = {**new, "body": f"* {new['body']}", "formatted_body": f"* {new['formatted_body']}",
-                   "m.new_content": new, "m.mentions": {},
-                   "m.relates_to": {"rel_type": "m.replace", "event_id": card["event_id"]}}
-        event_id = await self.matrix.send(d.payload["room"], content, self.txn(d))
+        event_id = await self.matrix.send(d.payload["room"], _edit(card["event_id"], d.payload["content"]),
+                                          self.txn(d))
+        return _result(event_id=event_id)
+
+    async def cards(self, d: Delivery) -> Finish | None:
+        """Every card of the case but the live one says where the case is now, with a link,
+        or how it ended. Each edit is kept in ``progress``, so a retry repeats none."""
+        case_id = d.row["case_id"]
+        async with self.store.reading() as tx:
+            posts = await tx.card_posts(case_id)
+        for post in posts:
+            if post["event_id"] in d.progress:
+                continue
+            async with self.store.reading() as tx:
+                content = await self.earlier_card(tx, case_id, post)
+            if content is not None:
+                await d.save_progress(**{post["event_id"]: await self.matrix.send(
+                    post["room_key"], _edit(post["event_id"], content), f"{self.txn(d)}-{post['event_id']}")})
+        return None
+
+    async def pointer(self, d: Delivery) -> Finish:
+        """In the old thread: where the case went, with a link to its card there (posted
+        just before, as the case's effects go in order)."""
+        async with self.store.reading() as tx:
+            card = await tx.get_card(d.row["case_id"], d.payload["to_room"])
+        link = msgs.matrix_to(card["room_id"], card["event_id"]) if card else None
+        content = msgs.moved_to(d.payload["to_room"], d.payload["step"], link).notice()
+        event_id = await self.matrix.send(d.payload["room"], await self._in_thread(d, content), self.txn(d))
         return _result(event_id=event_id)
 
     async def _in_thread(self, d: Delivery, content: dict[str, Any]) -> dict[str, Any]:
-        """The content placed in the thread of the case's card in that room."""
+        """The content placed in the thread of the case's card in that room (or the card
+        the payload names as its ``root``)."""
+        if d.payload.get("root"):
+            return {**content, "m.relates_to": thread_relation(d.payload["root"])}
         async with self.store.reading() as tx:
             card = await tx.get_card(d.row["case_id"], d.payload["room"])
         if card is None:
@@ -190,7 +224,7 @@ class Effects:
     async def transcript(self, d: Delivery) -> Finish:
         """The printable record of the case as it is now, as an HTML file in the thread."""
         async with self.store.reading() as tx:
-            record = await transcript.build(tx, d.row["case_id"])
+            record = await transcript.build(tx, d.row["case_id"], profile=self.profile)
         data = transcript.to_html(record).encode()
         filename = f"{record.ticket}.html"
         if "mxc" not in d.progress:
@@ -228,6 +262,13 @@ class Effects:
     async def mark_read(self, d: Delivery) -> None:
         await self._channel(d.payload["channel"]).mark_read(d.payload["external_id"])
         return None
+
+
+def _edit(event_id: str, new: dict[str, Any]) -> dict[str, Any]:
+    """An edit (m.replace) of ``event_id`` to the content ``new``."""
+    return {**new, "body": f"* {new['body']}", "formatted_body": f"* {new['formatted_body']}",
+            "m.new_content": new, "m.mentions": {},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": event_id}}
 
 
 def _media_content(att: Attachment, p: dict[str, Any], caption: str) -> dict[str, Any]:

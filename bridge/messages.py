@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from bridge.channels.base import Attachment, InboundMessage
 from bridge.clock import parse_ts
 from bridge.privacy import mask_nik, mask_phone
+from bridge.workflow import OUTCOME_REJECTED, OUTCOME_UNDELIVERABLE
 from bridge.workflow import ROLE_TITLES as ROLE_NAMES
 
 if TYPE_CHECKING:
@@ -90,7 +91,8 @@ class Rich:
 def ticket_reply(ticket: str, total_minutes: int, name: str | None, due_at: datetime,
                  opens_at: datetime | None = None) -> str:
     """The first answer: the ticket, the SOP's time, and when the office starts if closed now."""
-    greeting = f"Terima kasih, {name}." if name else "Terima kasih."
+    greeting = f"Terima kasih, {name.strip()}" if name else "Terima kasih"
+    greeting += "" if greeting.endswith(".") else "."      # "Siti A." ends its own sentence
     lines = [f"{greeting} Pengaduan Anda sudah kami terima dengan nomor tiket {ticket}.",
              f"Perkiraan waktu penyelesaian: {duration(total_minutes)} waktu kerja "
              f"(paling lambat {local_day_time(due_at)})."]
@@ -129,35 +131,57 @@ def describe_attachments(attachments: Iterable[Attachment]) -> list[str]:
             for a in attachments]
 
 
+def matrix_to(room_id: str, event_id: str) -> str:
+    """A link to an event that Element (and any Matrix client) opens."""
+    return f"https://matrix.to/#/{room_id}/{event_id}"
+
+
+# A card's line: label, text, and a link the text points to (or None).
+CardRow = tuple[str, str, "str | None"]
+
+
 def case_card(*, case: Row, citizen: Row, step: "Step", text: str, attachments: list[str],
-              linked_ticket: str | None = None, history: list[Row] = (), escalated: bool = False) -> Rich:
-    """The card staff act on: who, what, where in the SOP, until when."""
+              room_role: str, linked: tuple[str, str | None] | None = None, history: list[Row] = (),
+              escalated: bool = False, elsewhere: tuple[str, str | None] | None = None,
+              step_names: dict[str, str] | None = None) -> Rich:
+    """The card staff act on: who, what, where in the SOP, until when.
+
+    ``room_role``: the Admin WA's card shows the citizen's whole number (they may call
+    back), the other rooms a masked one. ``elsewhere``: this is an earlier card and the
+    case is now there (a text and a link to its live card). A closed case's card says how
+    it ended and when.
+    """
     ticket = case["ticket"]
-    who = citizen["name"] or "(tanpa nama)"
     via = CHANNEL_NAMES.get(case["channel"], case["channel"])
+    number = citizen["address"] if room_role == "admin" else mask_phone(citizen["address"])
     nik = NIK_LINE.search(text or "")
     text = mask_nik(text) if text else "(tanpa teks)"
     opened = local_time(parse_ts(case["opened_at"]))
     due = local_time(parse_ts(case["due_at"])) if case["due_at"] else "-"
     step_due = local_time(parse_ts(case["step_due_at"]), date=False) if case["step_due_at"] else "-"
     head = "Pengaduan diteruskan" if escalated else "Pengaduan baru"
-    rows: list[tuple[str, str]] = [
-        ("Pemohon", f"{who} · {via} {mask_phone(citizen['address'])}"),
-        ("Diterima", f"{opened} · selesai paling lambat {due}"),
-        ("Langkah", f"{step.name} ({ROLE_NAMES.get(step.role, step.role)}), tenggat {step_due}"),
+    rows: list[CardRow] = [
+        ("Pemohon", f"{citizen['name'] or '(tanpa nama)'} · {via} {number}", None),
+        ("Diterima", f"{opened} · selesai paling lambat {due}", None),
     ]
+    if case["state"] == "closed":
+        rows.append(("Selesai", f"{case['outcome'] or '-'} · {local_time(parse_ts(case['closed_at']))}", None))
+    elif elsewhere is not None:
+        rows.append(("Sekarang", elsewhere[0], elsewhere[1]))
+    else:
+        rows.append(("Langkah", f"{step.name} ({ROLE_NAMES.get(step.role, step.role)}), tenggat {step_due}", None))
     if nik:
-        rows.append(("NIK", mask_nik(nik.group(1))))
+        rows.append(("NIK", mask_nik(nik.group(1)), None))
     if case["category"]:
-        rows.append(("Layanan", case["category"]))
+        rows.append(("Layanan", case["category"], None))
     if attachments:
-        rows.append(("Lampiran", ", ".join(attachments)))
-    if linked_ticket:
-        rows.append(("Terkait", f"{linked_ticket} (dijawab kurang dari 3 hari lalu)"))
+        rows.append(("Lampiran", ", ".join(attachments), None))
+    if linked:
+        rows.append(("Terkait", f"{linked[0]} (dijawab kurang dari 3 hari lalu)", linked[1]))
     if case["answer_draft"]:
-        rows.append(("Konsep jawaban", case["answer_draft"]))
+        rows.append(("Konsep jawaban", case["answer_draft"], None))
     notes = [e["note"] for e in history if e["kind"] in ("note", "return", "escalate") and e["note"]]
-    lines = [history_line(e) for e in history]
+    lines = [history_line(e, step_names) for e in history]
     # A long history: its latest part, within the homeserver's event size.
     keep = CARD_HISTORY
     while True:
@@ -168,14 +192,16 @@ def case_card(*, case: Row, citizen: Row, step: "Step", text: str, attachments: 
         keep //= 2
 
 
-def _card(head: str, ticket: str, rows: list[tuple[str, str]], text: str, notes: list[str],
+def _card(head: str, ticket: str, rows: list[CardRow], text: str, notes: list[str],
           history: list[str], left_out: int) -> Rich:
     more = f"… {left_out} entri sebelumnya: lihat !riwayat atau !cetak" if left_out else ""
-    body = "\n".join([f"📨 {head} {ticket}", *(f"{k}: {v}" for k, v in rows), "", text,
+    body = "\n".join([f"📨 {head} {ticket}", *(f"{k}: {v}" + (f" {link}" if link else "") for k, v, link in rows),
+                      "", text,
                       *([""] + ["Catatan:"] + [f"- {n}" for n in notes] if notes else []),
                       *([""] + ["Riwayat:"] + ([more] if more else []) + history if history else [])])
     html_ = (f"<h4>📨 {head} <code>{esc(ticket)}</code></h4><p>"
-             + "<br>".join(f"<b>{esc(k)}:</b> {multiline(v)}" for k, v in rows)
+             + "<br>".join(f"<b>{esc(k)}:</b> " + (f'<a href="{esc(link)}">{multiline(v)}</a>' if link else multiline(v))
+                           for k, v, link in rows)
              + f"</p><blockquote>{multiline(text)}</blockquote>")
     if notes:
         html_ += "<p><b>Catatan:</b></p><ul>" + "".join(f"<li>{multiline(n)}</li>" for n in notes) + "</ul>"
@@ -240,17 +266,38 @@ ACTION_NAMES = {
 EVENT_NAMES = {**ACTION_NAMES, "opened": "Pengaduan diterima", "citizen_message": "Pesan pemohon",
                "citizen_answered": "Pemohon menjawab", "answer_delivered": "Jawaban diterima pemohon",
                "answer_failed": "Jawaban gagal terkirim", "question_failed": "Pertanyaan gagal terkirim",
-               "answer_unconfirmed": "Jawaban dianggap diterima (pemohon menulis lagi)"}
+               "answer_unconfirmed": "Jawaban dianggap diterima (pemohon menulis lagi)",
+               **{f"sla_{scope}_{level}": f"{icon} {what} {label}"
+                  for scope, label in (("step", "langkah"), ("total", "waktu total"))
+                  for level, icon, what in (("warning", "⏳", "Peringatan SLA"), ("breach", "🚨", "Lewat SLA"),
+                                            ("reminder", "🔁", "Pengingat SLA"))}}
+
+
+# Staff actions that close a case, and the outcome they give.
+CLOSING_OUTCOMES = {"reject": OUTCOME_REJECTED, "close": OUTCOME_UNDELIVERABLE}
+
+# Who did it, as the record reads: the bot and the citizen by their Indonesian names.
+ACTOR_NAMES = {"bot": "sistem", "citizen": "pemohon"}
 
 
 def who(actor: str, role: str | None) -> str:
-    return f"{actor} ({ROLE_NAMES.get(role, role)})" if role else actor
+    name = ACTOR_NAMES.get(actor, actor)
+    return f"{name} ({ROLE_NAMES.get(role, role)})" if role else name
 
 
-def history_line(e: "Row") -> str:
+def history_line(e: "Row", step_names: dict[str, str] | None = None) -> str:
+    """One entry of the audit trail; ``step_names`` shows steps by their SOP names."""
     when = local_time(parse_ts(e["at"]))
-    move = f" [{e['from_step']} → {e['to_step']}]" if e["from_step"] and e["from_step"] != e["to_step"] else ""
-    note = f": {mask_nik(e['note'])}" if e["note"] else ""
+    names = step_names or {}
+    to = names.get(e["to_step"], e["to_step"])
+    if e["kind"] in CLOSING_OUTCOMES:     # to the last step, but not "Jawaban diterima pemohon"
+        to = f"selesai, {CLOSING_OUTCOMES[e['kind']]}"
+    move = (f" [{names.get(e['from_step'], e['from_step'])} → {to}]"
+            if e["from_step"] and e["from_step"] != e["to_step"] else "")
+    note = e["note"] or ""
+    if e["kind"] == "answer_delivered":
+        note = DELIVERY_NAMES.get(note, note)
+    note = f": {mask_nik(note)}" if note else ""
     data = json.loads(e["data"]) if e.get("data") else {}
     if data.get("agenda_number"):
         note += f" (nomor agenda {data['agenda_number']})"
@@ -260,9 +307,9 @@ def history_line(e: "Row") -> str:
 
 
 def confirmation(action: str, actor: str, role: str, step: "Step", case: "Row", text: str,
-                 void_agenda: str | None = None) -> Rich:
-    """The bot's word in the thread after an action."""
-    head = f"{ACTION_NAMES.get(action, action)} oleh {who(actor, role)}"
+                 void_agenda: str | None = None, *, ticket: str | None = None) -> Rich:
+    """The bot's word in the thread after an action (``ticket``: named, outside the thread)."""
+    head = f"{ACTION_NAMES.get(action, action)}{f' {ticket}' if ticket else ''} oleh {who(actor, role)}"
     lines = [head]
     if text and action in ("answer", "note", "ask", "reject", "return", "escalate", "close"):
         lines.append(f"“{text}”")
@@ -279,14 +326,20 @@ def confirmation(action: str, actor: str, role: str, step: "Step", case: "Row", 
     return Rich("\n".join(lines), "<br>".join(multiline(line) for line in lines))
 
 
-def refusal(reason: str) -> Rich:
-    return Rich(f"⛔ {reason}", f"⛔ {esc(reason)}")
+def refusal(reason: str, guide: str | None = None) -> Rich:
+    """Why not, and (``guide``) what can be done now and by whom."""
+    if guide is None:
+        return Rich(f"⛔ {reason}", f"⛔ {esc(reason)}")
+    return Rich(f"⛔ {reason}\n➡️ {guide}", f"⛔ {esc(reason)}<br>➡️ {esc(guide)}")
 
 
-def moved_to(room_key: str, step: "Step") -> Rich:
-    role = room_key.split(":")[0]
-    text = f"➡️ Kasus pindah ke ruang {ROLE_NAMES.get(role, role)} ({step.name}). Lanjutkan di kartu baru di sana."
-    return Rich(text, esc(text))
+def moved_to(room_key: str, step_name: str, link: str | None) -> Rich:
+    """The pointer in the old thread to the case's new card."""
+    role = ROLE_NAMES.get(room_key.split(":")[0], room_key)
+    text = f"➡️ Kasus pindah ke ruang {role} ({step_name})."
+    if link is None:                    # the new card could not be posted: the admin room was told
+        return Rich(text, esc(text))
+    return Rich(f"{text} Kartu di sana: {link}", f'{esc(text)} <a href="{esc(link)}">Buka kartu di sana</a>')
 
 
 def back_from_waiting(step: "Step") -> Rich:

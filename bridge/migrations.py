@@ -261,3 +261,21 @@ async def review_fixes(db: aiosqlite.Connection) -> None:
     CREATE INDEX inbound_case ON inbound (case_id, id);
     CREATE INDEX inbound_failed ON inbound (id) WHERE state = 'failed';
     """)
+
+
+@upgrade(5)
+async def card_posts(db: aiosqlite.Connection) -> None:
+    await run_script(db, """
+    -- Every card ever posted (cards keeps the live one per room): so that each earlier
+    -- card can be edited to say where the case is now, and events on it find their case.
+    CREATE TABLE card_posts (
+        event_id   TEXT PRIMARY KEY,
+        case_id    INTEGER NOT NULL REFERENCES cases(id),
+        room_key   TEXT NOT NULL,
+        room_id    TEXT NOT NULL,
+        posted_at  TEXT NOT NULL
+    );
+    INSERT INTO card_posts (event_id, case_id, room_key, room_id, posted_at)
+        SELECT event_id, case_id, room_key, room_id, posted_at FROM cards;
+    CREATE INDEX card_posts_case ON card_posts (case_id, posted_at);
+    """)

@@ -31,6 +31,8 @@ MATRIX_NOTICE = "matrix.notice"          # a message in a room, outside any thre
 MATRIX_REACTIONS = "matrix.reactions"    # the bot's reactions on a card: what staff can do now
 MATRIX_TRANSCRIPT = "matrix.transcript"  # the printable transcript of a case, as a file
 MATRIX_EVIDENCE = "matrix.evidence"      # the citizen's files and messages, again under a new card
+MATRIX_POINTER = "matrix.pointer"        # in the old thread: where the case went, linked
+MATRIX_CARDS = "matrix.cards"            # every earlier card brought up to date (where now, or how it ended)
 CHANNEL_TEXT = "channel.text"            # a text to a citizen
 CHANNEL_READ = "channel.read"            # mark a citizen's message read
 
@@ -81,9 +83,11 @@ class Outbox:
         return await self._put(tx, MATRIX_CARD_EDIT, matrix_target(case_id, room_key),
                                {"room": room_key, "content": content}, case_id)
 
-    async def thread(self, tx: Tx, case_id: int, room_key: str, content: dict[str, Any]) -> int:
+    async def thread(self, tx: Tx, case_id: int, room_key: str, content: dict[str, Any],
+                     root: str | None = None) -> int:
+        """Into the thread of the case's live card in that room, or of ``root`` (an earlier card)."""
         return await self._put(tx, MATRIX_THREAD, matrix_target(case_id, room_key),
-                               {"room": room_key, "content": content}, case_id)
+                               {"room": room_key, "content": content, **({"root": root} if root else {})}, case_id)
 
     async def attachment(self, tx: Tx, case_id: int, room_key: str, channel: str,
                          attachment: Attachment, caption: str = "") -> int:
@@ -101,6 +105,13 @@ class Outbox:
 
     async def evidence(self, tx: Tx, case_id: int, room_key: str) -> int:
         return await self._put(tx, MATRIX_EVIDENCE, matrix_target(case_id, room_key), {"room": room_key}, case_id)
+
+    async def pointer(self, tx: Tx, case_id: int, room_key: str, to_room: str, step_name: str) -> int:
+        return await self._put(tx, MATRIX_POINTER, matrix_target(case_id, room_key),
+                               {"room": room_key, "to_room": to_room, "step": step_name}, case_id)
+
+    async def cards_update(self, tx: Tx, case_id: int) -> int:
+        return await self._put(tx, MATRIX_CARDS, matrix_target(case_id, ""), {}, case_id)
 
     async def notice(self, tx: Tx, room_key: str, content: dict[str, Any]) -> int:
         return await self._put(tx, MATRIX_NOTICE, matrix_target(None, room_key),

@@ -19,12 +19,17 @@ from bridge.cases import Cases, view
 from bridge.clock import Clock, parse_ts
 from bridge.matrix import MatrixBot
 from bridge.outbox import CARD_TICKET, Outbox
-from bridge.roles.base import REACTION_TEXT, Parsed, load_all, parse, reaction_action
+from bridge.messages import ACTION_REACTIONS
+from bridge.roles.base import REACTION_TEXT, Parsed, command_for, load_all, parse, reaction_action
 from bridge.store import Row, Store, Tx
-from bridge.workflow import READ_ACTIONS, ROLE_RANK, Profile, decide, refuse
+from bridge.workflow import (CITIZEN, READ_ACTIONS, ROLE_RANK, ROLE_TITLES, Profile, allowed_actions, decide,
+                             refuse)
 
 log = logging.getLogger(__name__)
 load_all()
+
+# What a command that carries text is followed by, as a guide shows it.
+ARGUMENTS = {"answer": " <teks>", "reject": " <alasan>", "return": " <catatan>", "close": " <alasan>"}
 
 
 class Desk:
@@ -61,6 +66,27 @@ class Desk:
                 if approvers:
                     return max(approvers, key=ROLE_RANK.__getitem__)
         return max(held, key=ROLE_RANK.__getitem__)
+
+    def guide(self, case: Row) -> str | None:
+        """What can be done on the case now, and by whom: the second line of a refusal."""
+        if case["state"] == "closed":
+            return None
+        step = self.profile.step(case["step"])
+        holder = ROLE_TITLES.get(step.role, step.role)
+        if case["state"] == "waiting":
+            return (f"Kasus menunggu jawaban pemohon (!tanya); setelah pemohon membalas, {holder} "
+                    f"melanjutkan langkah \"{step.name}\".")
+        if step.role == CITIZEN:
+            return "Jawaban sudah dikirim; kasus selesai ketika pemohon menerimanya."
+        can = []
+        for action in (*allowed_actions(self.profile, step.id), *(("close",) if self.profile.sends_answer(step.id) else ())):
+            reaction = ACTION_REACTIONS.get(action)
+            how = " / ".join(x for x in (reaction, f"{command_for(action)}{ARGUMENTS.get(action, '')}") if x)
+            target = self.profile.target(step, action) if action in step.actions else step
+            if target.id != step.id and target.role != CITIZEN:
+                how += f" (lalu {ROLE_TITLES.get(target.role, target.role)}: {target.name})"
+            can.append(how)
+        return f"Di langkah \"{step.name}\", {holder} dapat: " + "; ".join(can) + "."
 
     # -- events ----------------------------------------------------------------------
     async def on_reaction(self, room: nio.MatrixRoom, event: nio.ReactionEvent) -> None:
@@ -114,7 +140,7 @@ class Desk:
             case = await tx.get_case_by_ticket(ticket)
             if case is None or not await tx.mark_handled(event.event_id, self.clock()):
                 return
-            ctx = StaffContext(self, tx, case, event.sender, room_key, "")
+            ctx = StaffContext(self, tx, case, event.sender, room_key, "", event.reacts_to)
             await ctx.act(action, REACTION_TEXT.get(action, ""))
 
     async def _card_ticket(self, room_id: str, event_id: str | None) -> str | None:
@@ -146,14 +172,14 @@ class Desk:
             thread_case = await tx.get_case_by_ticket(root_ticket) if root_ticket else None
             if thread_case is not None and parsed.ticket and parsed.ticket != thread_case["ticket"]:
                 # Inside a case's thread, that case is the target: never act on another silently.
-                ctx = StaffContext(self, tx, thread_case, event.sender, room_key, parsed.text)
+                ctx = StaffContext(self, tx, thread_case, event.sender, room_key, parsed.text, root)
                 await ctx.reply(msgs.refusal(
                     f"Utas ini milik {thread_case['ticket']}; perintah untuk {parsed.ticket} tidak dijalankan. "
                     f"Tulis di utas kartu {parsed.ticket}, atau di luar utas dengan nomor tiketnya."))
                 return
             case = thread_case if thread_case is not None else (
                 await tx.get_case_by_ticket(parsed.ticket) if parsed.ticket else None)
-            ctx = StaffContext(self, tx, case, event.sender, room_key, parsed.text)
+            ctx = StaffContext(self, tx, case, event.sender, room_key, parsed.text, root)
             if parsed.command.needs_case and case is None:
                 what = f"Tiket {parsed.ticket} tidak ditemukan." if parsed.ticket else (
                     f"Tulis perintah ini di utas kartu kasus, atau sebut nomor tiketnya: !{parsed.name} ADU-…")
@@ -173,6 +199,7 @@ class StaffContext:
     actor: str
     room_key: str | None
     text: str
+    root: str | None = None      # the card (thread root) it was said on; None: the room's timeline
 
     @property
     def role(self) -> str:
@@ -191,19 +218,30 @@ class StaffContext:
             d = refuse(over)
         if not d.ok:
             log.info("staff: %s refused for %s on %s: %s", action, self.actor, self.case["ticket"], d.reason)
-            await self.reply(msgs.refusal(d.reason))
+            await self.reply(msgs.refusal(d.reason, self.desk.guide(self.case)))
             return False
         if action in READ_ACTIONS:
             return True
         assert role is not None
-        self.case = await self.desk.cases.act(self.tx, self.case, self.actor, role, d, text)
+        old = self.case
+        live = await self.tx.get_card(old["id"], self.room_key or "admin")
+        self.case = await self.desk.cases.act(self.tx, old, self.actor, role, d, text)
         log.info("staff: %s %s by %s -> %s", self.case["ticket"], action, self.actor, self.case["step"])
+        if self.root is None or live is None or live["event_id"] != self.root:
+            # Said in the room's timeline or on an earlier card: answered there too (the
+            # case's thread has the confirmation as well).
+            step = self.desk.profile.step(self.case["step"])
+            await self.reply(msgs.confirmation(action, self.actor, role, step, self.case, text,
+                                               old["agenda_number"] if d.withdraws else None,
+                                               ticket=self.case["ticket"]))
         return True
 
     async def reply(self, message: msgs.Rich) -> None:
+        """The bot's answer where the staff member said it: in that card's thread, or in the
+        room's timeline."""
         room = self.room_key or "admin"
-        if self.case is not None:
-            await self.desk.outbox.thread(self.tx, self.case["id"], room, message.notice())
+        if self.root is not None and self.case is not None:
+            await self.desk.outbox.thread(self.tx, self.case["id"], room, message.notice(), root=self.root)
         else:
             await self.desk.outbox.notice(self.tx, room, message.notice())
 
@@ -218,7 +256,8 @@ class StaffContext:
         if what == "history":
             assert self.case is not None
             events = await self.tx.case_events(self.case["id"])
-            lines = [f"Riwayat {self.case['ticket']}:"] + [msgs.history_line(e) for e in events]
+            names = {s.id: s.name for s in self.desk.profile.steps}
+            lines = [f"Riwayat {self.case['ticket']}:"] + [msgs.history_line(e, names) for e in events]
             return msgs.Rich("\n".join(lines), "<br>".join(msgs.esc(line) for line in lines))
         if what == "status":
             assert self.case is not None

@@ -435,12 +435,21 @@ class Tx:
             " ON CONFLICT (case_id, room_key) DO UPDATE SET room_id = excluded.room_id,"
             " event_id = excluded.event_id, posted_at = excluded.posted_at",
             (case_id, room_key, room_id, event_id, ts(at)))
+        await self.db.execute(
+            "INSERT INTO card_posts (event_id, case_id, room_key, room_id, posted_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING", (event_id, case_id, room_key, room_id, ts(at)))
 
     async def get_card(self, case_id: int, room_key: str) -> Row | None:
+        """The live card of a case in a room (the latest posted there)."""
         return await self._one("SELECT * FROM cards WHERE case_id = ? AND room_key = ?", case_id, room_key)
 
     async def card_by_event(self, event_id: str) -> Row | None:
-        return await self._one("SELECT * FROM cards WHERE event_id = ?", event_id)
+        """Any card of any case, the live one or an earlier one."""
+        return await self._one("SELECT * FROM card_posts WHERE event_id = ?", event_id)
+
+    async def card_posts(self, case_id: int) -> list[Row]:
+        """Every card of a case, oldest first."""
+        return await self._all("SELECT * FROM card_posts WHERE case_id = ? ORDER BY posted_at, event_id", case_id)
 
     async def card_reactions(self, card_event_id: str) -> dict[str, str]:
         rows = await self._all("SELECT key, event_id FROM card_reactions WHERE card_event_id = ?",

@@ -18,6 +18,7 @@ from bridge.messages import (CHANNEL_NAMES, DELIVERY_NAMES, ROLE_NAMES, STATE_NA
                              esc, history_line, local_time, multiline)
 from bridge.privacy import mask_nik, mask_phone
 from bridge.store import Row, Tx
+from bridge.workflow import Profile
 
 
 @dataclass(frozen=True)
@@ -36,13 +37,14 @@ class Record:
     conversation: list[Line]
     history: list[Row]
     reveal_contact: bool = False    # whole phone number and NIKs: the operator's shell only
+    profile: Profile | None = None  # steps by their SOP names and roles (else by their ids)
 
 
 class NotFound(LookupError):
     pass
 
 
-async def build(tx: Tx, case_id: int, *, reveal_contact: bool = False) -> Record:
+async def build(tx: Tx, case_id: int, *, reveal_contact: bool = False, profile: Profile | None = None) -> Record:
     """The case's record; masked (phone number, NIKs) unless ``reveal_contact``."""
     case = await tx.get_case(case_id)
     if case is None:
@@ -52,17 +54,32 @@ async def build(tx: Tx, case_id: int, *, reveal_contact: bool = False) -> Record
     lines = [_citizen_line(m, citizen["name"]) for _, m in await tx.case_messages(case_id)]
     for r in await tx.case_replies(case_id):
         if r["done_at"]:
-            lines.append(Line(parse_ts(r["done_at"]), "Dinas (bot)", r["payload"]["text"],
+            lines.append(Line(parse_ts(r["done_at"]), "Dinas (sistem)", r["payload"]["text"],
                               DELIVERY_NAMES.get(r["status"] or "", r["status"] or "")))
     lines.sort(key=lambda line: line.at)
-    return Record(case["ticket"], case, citizen, lines, await tx.case_events(case_id), reveal_contact)
+    return Record(case["ticket"], case, citizen, lines, await tx.case_events(case_id), reveal_contact, profile)
 
 
-async def build_by_ticket(tx: Tx, ticket: str, *, reveal_contact: bool = False) -> Record:
+async def build_by_ticket(tx: Tx, ticket: str, *, reveal_contact: bool = False,
+                          profile: Profile | None = None) -> Record:
     case = await tx.get_case_by_ticket(ticket)
     if case is None:
         raise NotFound(ticket)
-    return await build(tx, case["id"], reveal_contact=reveal_contact)
+    return await build(tx, case["id"], reveal_contact=reveal_contact, profile=profile)
+
+
+def _step(r: Record) -> str:
+    """The case's step with the role that acts in it (a citizen's step is the Pemohon's)."""
+    step_id = r.case["step"]
+    if r.profile is None:
+        return f"{step_id} ({ROLE_NAMES.get(r.case['holder_role'], r.case['holder_role'])})"
+    step = r.profile.step(step_id)
+    return f"{step.name} ({ROLE_NAMES.get(step.role, step.role)})"
+
+
+def _history(r: Record) -> list[str]:
+    names = {s.id: s.name for s in r.profile.steps} if r.profile else None
+    return [history_line(e, names) for e in r.history]
 
 
 def _private(r: Record, document: str) -> str:
@@ -86,7 +103,7 @@ def _facts(r: Record) -> list[tuple[str, str]]:
         ("Diterima", local_time(parse_ts(c["opened_at"]))),
         ("Status", STATE_NAMES[c["state"]]
          + (f" ({c['outcome']})" if c["outcome"] else "")),
-        ("Langkah", f"{c['step']} ({ROLE_NAMES.get(c['holder_role'], c['holder_role'])})"),
+        ("Langkah", _step(r)),
     ]
     if c["category"]:
         facts.append(("Layanan", c["category"]))
@@ -109,7 +126,7 @@ def to_text(r: Record) -> str:
     for line in r.conversation:
         out.append(f"[{local_time(line.at)}] {line.who}: {line.text}" + (f" ({line.note})" if line.note else ""))
     out += ["", "RIWAYAT TINDAK LANJUT"]
-    out += [history_line(e) for e in r.history]
+    out += _history(r)
     return _private(r, "\n".join(out) + "\n")
 
 
@@ -119,7 +136,7 @@ def to_html(r: Record) -> str:
         f"<tr><td>{esc(local_time(line.at))}</td><td>{esc(line.who)}</td><td>{multiline(line.text)}"
         + (f"<br><small>{esc(line.note)}</small>" if line.note else "") + "</td></tr>"
         for line in r.conversation)
-    history = "".join(f"<li>{esc(history_line(e))}</li>" for e in r.history)
+    history = "".join(f"<li>{esc(line)}</li>" for line in _history(r))
     return _private(r, f"""<!doctype html>
 <html lang="id"><head><meta charset="utf-8"><title>Transkrip {esc(r.ticket)}</title>
 <style>body{{font-family:sans-serif;max-width:50em;margin:2em auto}}table{{border-collapse:collapse;width:100%}}

@@ -40,6 +40,11 @@ FREE_ACTIONS = ("note", "ask", "close")
 READ_ACTIONS = ("status", "history", "print", "list", "help")
 ACTIONS = STEP_ACTIONS + FREE_ACTIONS + READ_ACTIONS
 
+# What staff call each action (refusals and guides name them so).
+ACTION_TITLES = {"claim": "Ambil", "verify": "Verifikasi", "escalate": "Teruskan", "return": "Kembalikan",
+                 "approve": "Paraf", "send": "Kirim jawaban", "reject": "Tolak", "answer": "Tulis jawaban",
+                 "note": "Catatan", "ask": "Tanya pemohon", "close": "Tutup (tidak terkirim)"}
+
 # Actions that carry text, and must have some.
 NEEDS_TEXT = {"answer", "note", "ask", "reject", "return", "close"}
 
@@ -152,7 +157,7 @@ def decide(profile: Profile, case: CaseView, role: str | None, action: str,
         return Decision(ok=True, action=action, from_step=step.id, to_step=step.id)
     if action == "ask":
         if not is_holder:
-            return refuse(_not_yours(step))
+            return refuse(_not_yours(step, role))
         if case.state == "waiting":
             return refuse("Kasus ini sudah menunggu jawaban pemohon.")
         return Decision(ok=True, action=action, from_step=step.id, to_step=step.id)
@@ -161,17 +166,22 @@ def decide(profile: Profile, case: CaseView, role: str | None, action: str,
             return refuse(f"!tutup hanya untuk jawaban yang tidak dapat dikirim, di langkah pengiriman "
                           f"jawaban; kasus ini di langkah \"{step.name}\".")
         if not is_holder:
-            return refuse(_not_yours(step))
+            return refuse(_not_yours(step, role))
         return Decision(ok=True, action=action, from_step=step.id, to_step=profile.final_step.id,
                         closes=OUTCOME_UNDELIVERABLE)
     if case.state == "waiting" and action != "reject":
         return refuse("Kasus ini menunggu jawaban pemohon (!tanya); tunggu balasannya dulu.")
 
-    if action not in step.actions:
-        return refuse(f"Tindakan ini tidak ada pada langkah \"{step.name}\" (SOP {profile.name}).")
     may_act = is_holder or (action == "approve" and role in step.approvers)
     if not may_act:
-        return refuse(_not_yours(step))
+        return refuse(_not_yours(step, role))
+    if action not in step.actions:
+        title = ACTION_TITLES.get(action, action)
+        where = [s.name for s in profile.steps if action in s.actions]
+        if not where:
+            return refuse(f"{title} tidak dipakai dalam SOP {profile.name}.")
+        return refuse(f"{title} tidak ada pada langkah \"{step.name}\"; itu dilakukan di langkah "
+                      + ", ".join(f"\"{name}\"" for name in where) + ".")
     target = profile.target(step, action)
     approves = action == "approve" or (step.id, action) in profile.approving_actions
     if action == "approve":
@@ -202,9 +212,10 @@ def decide(profile: Profile, case: CaseView, role: str | None, action: str,
                     approves=approves, withdraws=withdraws, closes=closes)
 
 
-def _not_yours(step: Step) -> str:
+def _not_yours(step: Step, role: str | None = None) -> str:
+    yours = f" (Anda: {ROLE_TITLES[role]})" if role in ROLE_TITLES else ""
     return (f"Langkah \"{step.name}\" dikerjakan oleh {ROLE_TITLES.get(step.role, step.role)}; "
-            "Anda tidak memiliki peran itu.")
+            f"Anda tidak memiliki peran itu{yours}.")
 
 
 def allowed_actions(profile: Profile, step_id: str) -> tuple[str, ...]:

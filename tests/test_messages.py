@@ -11,7 +11,8 @@ from bridge.workflow import PROFILES
 load_all()
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
 CASE = {"ticket": "ADU-2026-000007", "channel": "whatsapp", "opened_at": T0.isoformat(), "due_at": None,
-        "step_due_at": None, "category": None, "answer_draft": None, "agenda_number": None, "step": "draf"}
+        "step_due_at": None, "category": None, "answer_draft": None, "agenda_number": None, "step": "draf",
+        "state": "open", "outcome": None, "closed_at": None}
 CITIZEN = {"name": "Siti Aminah", "address": "6281234567890"}
 
 
@@ -47,7 +48,7 @@ def test_a_card_with_a_long_history_shows_its_latest_part_within_the_event_limit
     step = PROFILES["mojokerto"].step("final")
     history = [_event(i) for i in range(400)]
     card = msgs.case_card(case=CASE, citizen=CITIZEN, step=step, text="KTP-el belum jadi", attachments=[],
-                          history=history, escalated=True)
+                          history=history, escalated=True, room_role="kasi")
     content = card.content()
     assert len(json.dumps(content, ensure_ascii=False).encode()) <= msgs.MAX_EVENT_BYTES < 65_536
     assert "catatan 399" in content["body"] and "catatan 0 " not in content["body"]
@@ -64,7 +65,7 @@ def test_any_message_is_cut_to_the_event_limit_with_a_pointer() -> None:
 
 def test_no_text_for_matrix_shows_a_whole_nik() -> None:
     step = PROFILES["mojokerto"].step("verifikasi")
-    card = msgs.case_card(case=CASE, citizen=CITIZEN, step=step, attachments=[],
+    card = msgs.case_card(case=CASE, citizen=CITIZEN, step=step, attachments=[], room_role="kasi",
                           text="Nama: Siti\nNIK : 3402124501900003\nAduan: KTP-el belum jadi")
     assert "3402124501900003" not in json.dumps(card.content())
     assert "NIK: 340212******0003" in card.body

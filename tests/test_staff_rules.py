@@ -65,7 +65,7 @@ async def test_an_unauthorized_reaction_and_command(env: Env) -> None:
 async def test_a_command_in_the_wrong_step_and_with_a_ticket_elsewhere(env: Env) -> None:
     card = await complaint(env, WARGA, "Pindah datang belum diproses")
     await command(env, "admin", card, "!kirim")
-    await bot_says(env.admin, card, "Tindakan ini tidak ada pada langkah")
+    await bot_says(env.admin, card, "Kirim jawaban tidak ada pada langkah \"Verifikasi pengaduan\"")
     # A command outside the thread names the ticket; a wrong ticket is said so.
     await env.admin.say(card.room_id, f"!verifikasi {card.ticket}")
     await bot_says(env.admin, card, "Diverifikasi oleh")

@@ -44,20 +44,27 @@ class Command:
     usage: str
     handler: Handler
     needs_case: bool = True
+    action: str | None = None    # the workflow action it does (the guides name it by this command)
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def command(*names: str, usage: str, needs_case: bool = True) -> Callable[[Handler], Handler]:
+def command(*names: str, usage: str, needs_case: bool = True,
+            action: str | None = None) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        cmd = Command(names, usage, handler, needs_case)
+        cmd = Command(names, usage, handler, needs_case, action)
         for name in names:
             if name in COMMANDS:
                 raise RuntimeError(f"command !{name} registered twice")
             COMMANDS[name] = cmd
         return handler
     return register
+
+
+def command_for(action: str) -> str | None:
+    """The Indonesian command that does ``action`` (``!jawab``), for guides."""
+    return next((f"!{cmd.names[0]}" for cmd in COMMANDS.values() if cmd.action == action), None)
 
 
 # -- reactions ---------------------------------------------------------------------------
