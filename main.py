@@ -5,6 +5,7 @@
     python main.py --config config.toml setup       create/join rooms, invite staff, say what is missing
     python main.py --config config.toml export --month 2026-11   the month's complaints (CSV, Excel)
     python main.py demo                              the local demo (also: ./run with no credentials)
+    python main.py --config data/demo/config.toml case ADU-…     the shell commands on the demo's data
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ from bridge.app import Bridge
 from bridge.config import ConfigError, Settings, has_credentials, load, read_toml
 from bridge.matrix import MatrixStartupError
 from bridge.privacy import MaskingFilter
-from bridge.store import Store
+from bridge.store import NoDatabase, Store
 
 log = logging.getLogger("bridge")
 
@@ -75,10 +77,19 @@ async def run(settings: Settings) -> None:
     log.info("bridge: stopped")
 
 
+def demo_dir(config: str, base: dict | None = None) -> Path:
+    """Where the demo keeps its data: ``data/demo`` beside config.toml, or the folder of the
+    config the demo wrote there (it says ``[demo] data_dir = "."``)."""
+    folder = Path(config).resolve().parent
+    own = (base or {}).get("demo", {})
+    return folder / own["data_dir"] if isinstance(own, dict) and "data_dir" in own else folder / "data" / "demo"
+
+
 async def demo(config: str, args: argparse.Namespace) -> None:
     from bridge.demo import run_demo
-    data_dir = Path(args.data_dir) if args.data_dir else Path(config).resolve().parent / "data" / "demo"
-    await run_demo(read_toml(config), data_dir, stop_on_signals(),
+    base = read_toml(config)
+    data_dir = Path(args.data_dir) if args.data_dir else demo_dir(config, base)
+    await run_demo(base, data_dir, stop_on_signals(),
                    http_port=args.http_port, homeserver_port=args.homeserver_port)
     log.info("demo: stopped")
 
@@ -86,7 +97,7 @@ async def demo(config: str, args: argparse.Namespace) -> None:
 def print_case(settings: Settings, ticket: str) -> str:
     """The printable transcript of one case, as text, read from the database."""
     async def read() -> str:
-        store = await Store.open(settings.database_path)
+        store = await Store.open(settings.database_path, create=False)
         try:
             async with store.reading() as tx:
                 return transcript.to_text(await transcript.build_by_ticket(tx, ticket.upper(),
@@ -96,14 +107,26 @@ def print_case(settings: Settings, ticket: str) -> str:
     return asyncio.run(read())
 
 
-async def export(settings: Settings, month: str, out_dir: Path) -> tuple[Path, Path]:
+async def export(settings: Settings, month: str, out_dir: Path | None) -> str:
+    """Write the month's files (default: ``reports/`` beside the database); say what was written."""
     from bridge.export import export_month, month_range
     month_range(month, settings.sla.calendar)          # a bad month is refused before anything opens
-    store = await Store.open(settings.database_path)
+    store = await Store.open(settings.database_path, create=False)
     try:
-        return await export_month(store, settings.sop, settings.sla.calendar, month, out_dir)
+        done = await export_month(store, settings.sop, settings.sla.calendar, month,
+                                  out_dir or settings.database_path.parent / "reports")
     finally:
         await store.close()
+    return f"{done.count} pengaduan ditulis ke {done.csv} dan {done.xlsx.name}"
+
+
+def no_database(config: str, error: NoDatabase) -> str:
+    """The error line, pointing at the demo's config when the demo has run beside this one."""
+    line = f"error: {error}"
+    demo_config = demo_dir(config) / "config.toml"
+    if demo_config.is_file() and demo_config != Path(config).resolve():
+        line += f" (the local demo's data: --config {os.path.relpath(demo_config)})"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "and say what is still missing (safe to run again)")
     export_cmd = sub.add_parser("export", help="write a month's complaints as CSV and Excel")
     export_cmd.add_argument("--month", required=True, help="YYYY-MM, e.g. 2026-11")
-    export_cmd.add_argument("--out", default=".", help="folder for the files (default: here)")
+    export_cmd.add_argument("--out", type=Path, help="folder for the files (default: reports/ beside the database)")
     demo_cmd = sub.add_parser("demo", help="the local demo: embedded homeserver and citizen simulator "
                                            "(what ./run does when no credentials are set)")
     demo_cmd.add_argument("--data-dir", help="default: data/demo beside config.toml")
@@ -142,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "case":
             print(print_case(settings, args.ticket), end="")
         elif args.command == "export":
-            for path in asyncio.run(export(settings, args.month, Path(args.out))):
-                print(path)
+            print(asyncio.run(export(settings, args.month, args.out)))
         else:
             asyncio.run(run(settings))
     except ConfigError as e:
@@ -151,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ValueError as e:           # e.g. a month that is not YYYY-MM
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NoDatabase as e:           # case, export: they read a database, never make one
+        print(no_database(args.config, e), file=sys.stderr)
         return 2
     except transcript.NotFound as e:
         print(f"no case {e}", file=sys.stderr)

@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font
@@ -161,11 +161,15 @@ def write_xlsx(rows: Sequence[dict[str, Any]], path: Path, *, title: str, sheet:
     decided = [r for r in rows if r.get("Tepat waktu")]
     on_time = sum(1 for r in decided if r["Tepat waktu"] == "Ya")
     ws.append([])
+    # The summary: each figure after its own label (an empty month has no percentage).
     ws.append(["Jumlah pengaduan", len(rows), "Selesai", len(decided), "Tepat waktu", on_time,
-               on_time / len(decided) if decided else None])
+               "Tepat waktu (% dari selesai)", on_time / len(decided) if decided else None])
     for cell in ws[ws.max_row]:
         cell.font = Font(bold=True)
-    ws.cell(ws.max_row, 7).number_format = "0.0%"  # of the finished complaints
+        if isinstance(cell.value, str):            # a label is read whole, not cut by its figure
+            width = ws.column_dimensions[cell.column_letter].width
+            ws.column_dimensions[cell.column_letter].width = max(width, len(cell.value) + 2)
+    ws.cell(ws.max_row, 8).number_format = "0.0%"
     wb.save(path)
 
 
@@ -173,9 +177,15 @@ def _shown(value: Any) -> str:
     return value.strftime(DATE_FORMAT) if isinstance(value, datetime) else "" if value is None else str(value)
 
 
+class Exported(NamedTuple):
+    csv: Path
+    xlsx: Path
+    count: int                                     # complaints written (rows of each file)
+
+
 async def export_month(store: Store, profile: Profile, calendar: WorkCalendar, month: str,
-                       out_dir: Path) -> tuple[Path, Path]:
-    """Write ``out_dir/pengaduan-<month>.csv`` and ``.xlsx``; returns both paths."""
+                       out_dir: Path) -> Exported:
+    """Write ``out_dir/pengaduan-<month>.csv`` and ``.xlsx``; returns both paths and the count."""
     async with store.reading() as tx:
         rows = await month_rows(tx, profile, calendar, month)
     year, mon = int(month[:4]), int(month[5:])
@@ -186,4 +196,4 @@ async def export_month(store: Store, profile: Profile, calendar: WorkCalendar, m
     await asyncio.to_thread(write_csv, rows, csv_path, columns=header)
     await asyncio.to_thread(write_xlsx, rows, xlsx_path, columns=header, sheet=f"Pengaduan {month}",
                             title=f"Rekap pengaduan {office} bulan {BULAN[mon - 1]} {year}")
-    return csv_path, xlsx_path
+    return Exported(csv_path, xlsx_path, len(rows))

@@ -32,6 +32,10 @@ DUE_FOR_ALERT = ("SELECT * FROM cases WHERE next_alert_at IS NOT NULL AND next_a
                  " ORDER BY next_alert_at LIMIT ?")
 
 
+class NoDatabase(Exception):
+    """``Store.open(path, create=False)``: no database at ``path``, or not one this code reads."""
+
+
 class Store:
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self.path = path
@@ -41,14 +45,38 @@ class Store:
         self._read_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str) -> "Store":
+    async def open(cls, path: Path | str, *, create: bool = True) -> "Store":
+        """The database at ``path``: made with its folder and upgraded to the latest schema.
+
+        ``create=False`` is for the shell's read commands (case, export): the file must exist
+        and have the latest schema (``NoDatabase`` otherwise); it is opened read-only and
+        nothing is written, so a command run against the wrong config changes nothing."""
         path = Path(path)
+        if not create:
+            return await cls._open_existing(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await _connect(path)
         await writer.execute("PRAGMA journal_mode = WAL")
         await _migrate(writer)
         reader = await _connect(path)
         return cls(path, writer, reader)
+
+    @classmethod
+    async def _open_existing(cls, path: Path) -> "Store":
+        if not path.is_file():
+            raise NoDatabase(f"no database at {path}")
+        writer = await _connect(path, read_only=True)      # a transaction on it fails: read-only
+        try:
+            async with writer.execute("PRAGMA user_version") as cur:
+                (current,) = await cur.fetchone()
+        except BaseException:
+            await writer.close()
+            raise
+        if current != max(UPGRADES):
+            await writer.close()
+            raise NoDatabase(f"{path} has schema {current}, this code reads {max(UPGRADES)}"
+                             + (": start the bridge once to upgrade it" if current < max(UPGRADES) else ""))
+        return cls(path, writer, await _connect(path, read_only=True))
 
     async def close(self) -> None:
         async with self._write_lock:
@@ -80,8 +108,11 @@ class Store:
                 await self._reader.rollback()
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
-    db = await aiosqlite.connect(path, isolation_level=None)
+async def _connect(path: Path, *, read_only: bool = False) -> aiosqlite.Connection:
+    if read_only:
+        db = await aiosqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    else:
+        db = await aiosqlite.connect(path, isolation_level=None)
     db.row_factory = aiosqlite.Row
     await db.execute("PRAGMA foreign_keys = ON")
     await db.execute("PRAGMA busy_timeout = 5000")

@@ -126,9 +126,10 @@ async def test_a_bad_month_is_refused(office: Office, month: str) -> None:
 
 async def test_the_csv_and_the_workbook(office: Office, tmp_path: Path) -> None:
     out = tmp_path / "laporan"
-    csv_path, xlsx_path = await export_month(office.store, office.cases.profile, office.cases.calendar,
-                                             "2026-11", out)
+    csv_path, xlsx_path, count = await export_month(office.store, office.cases.profile, office.cases.calendar,
+                                                    "2026-11", out)
     assert (csv_path, xlsx_path) == (out / "pengaduan-2026-11.csv", out / "pengaduan-2026-11.xlsx")
+    assert count == 5
 
     assert csv_path.read_bytes().startswith(b"\xef\xbb\xbfNomor tiket,Diterima,")
     with open(csv_path, encoding="utf-8-sig", newline="") as f:
@@ -149,16 +150,34 @@ async def test_the_csv_and_the_workbook(office: Office, tmp_path: Path) -> None:
     assert isinstance(ws["B4"].value, datetime) and ws["B4"].number_format == "dd-mm-yyyy hh:mm"
     assert ws.column_dimensions["A"].width >= len("ADU-2026-000001")
     assert ws.max_row == 9 and all(c.value is None for c in ws[8])
-    summary = [c.value for c in ws[9]][:7]
-    assert summary[:6] == ["Jumlah pengaduan", 5, "Selesai", 3, "Tepat waktu", 2]
-    assert summary[6] == pytest.approx(2 / 3) and ws["G9"].number_format == "0.0%"
+    summary = [c.value for c in ws[9]][:8]
+    assert summary[:7] == ["Jumlah pengaduan", 5, "Selesai", 3, "Tepat waktu", 2, "Tepat waktu (% dari selesai)"]
+    assert summary[7] == pytest.approx(2 / 3) and ws["H9"].number_format == "0.0%"
+    assert_every_figure_labelled(ws)
+
+
+def assert_every_figure_labelled(ws) -> None:
+    """Each number of the sheet has a label: its column's heading (row 2) in the table, the
+    cell before it in the summary; every label can be read whole."""
+    header = {c.column: c.value for c in ws[2]}
+    for row in ws.iter_rows(min_row=3):
+        summary = isinstance(row[0].value, str) and not row[0].value.startswith("ADU-")
+        for cell in row:
+            if isinstance(cell.value, (int, float)):
+                label = ws.cell(cell.row, cell.column - 1).value if summary else header.get(cell.column)
+                assert isinstance(label, str) and label, f"{cell.coordinate} = {cell.value} has no label"
+            if summary and isinstance(cell.value, str):
+                assert ws.column_dimensions[cell.column_letter].width >= len(cell.value), cell.value
 
 
 async def test_an_empty_month_still_has_its_header(office: Office, tmp_path: Path) -> None:
-    csv_path, xlsx_path = await export_month(office.store, office.cases.profile, office.cases.calendar,
-                                             "2026-10", tmp_path)
+    csv_path, xlsx_path, count = await export_month(office.store, office.cases.profile, office.cases.calendar,
+                                                    "2026-10", tmp_path)
+    assert count == 0
     with open(csv_path, encoding="utf-8-sig", newline="") as f:
         assert list(csv.reader(f)) == [HEADER]
     ws = openpyxl.load_workbook(xlsx_path).active
     assert ws["A1"].value.endswith("bulan Oktober 2026") and [c.value for c in ws[2]] == HEADER
-    assert [c.value for c in ws[ws.max_row]][:7] == ["Jumlah pengaduan", 0, "Selesai", 0, "Tepat waktu", 0, None]
+    assert [c.value for c in ws[ws.max_row]][:8] == ["Jumlah pengaduan", 0, "Selesai", 0, "Tepat waktu", 0,
+                                                      "Tepat waktu (% dari selesai)", None]
+    assert_every_figure_labelled(ws)

@@ -4,11 +4,13 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bridge.store import Store
 from tests.harness import BOT, PASSWORD, STAFF, StaffClient, new_prefix, user_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,22 +92,54 @@ async def _listening_port(proc: asyncio.subprocess.Process, log: list[str]) -> i
             return int(m.group(1))
 
 
+def main_py(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python main.py ARGS`` as an operator's shell runs it: no MATRIX_* or WHATSAPP_*."""
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"}, cwd=cwd)
+
+
+def config_with_database(tmp_path: Path, db: Path) -> Path:
+    config = tmp_path / "config.toml"
+    config.write_text((ROOT / "config.toml").read_text().replace('path = "data/pengaduan.db"', f'path = "{db}"'))
+    return config
+
+
 def test_shell_commands_that_read_the_database_need_no_secrets(tmp_path) -> None:
     import csv
-    import subprocess
-    config = tmp_path / "config.toml"
-    config.write_text((ROOT / "config.toml").read_text().replace('path = "data/pengaduan.db"',
-                                                                  f'path = "{tmp_path}/db.sqlite"'))
-    env = {"PATH": "/usr/bin:/bin"}                      # no MATRIX_* or WHATSAPP_*
-    out = subprocess.run([sys.executable, str(ROOT / "main.py"), "--config", str(config), "export",
-                          "--month", "2026-11", "--out", str(tmp_path)], capture_output=True, text=True, env=env)
+    db = tmp_path / "data" / "db.sqlite"
+    config = config_with_database(tmp_path, db)
+
+    async def made_by_the_bridge() -> None:
+        await (await Store.open(db)).close()
+    asyncio.run(made_by_the_bridge())
+
+    out = main_py("--config", str(config), "export", "--month", "2026-11", cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [str(tmp_path / "pengaduan-2026-11.csv"), str(tmp_path / "pengaduan-2026-11.xlsx")]
-    with open(tmp_path / "pengaduan-2026-11.csv", encoding="utf-8-sig") as f:
+    reports = tmp_path / "data" / "reports"                        # beside the database, not here
+    assert out.stdout == f"0 pengaduan ditulis ke {reports / 'pengaduan-2026-11.csv'} dan pengaduan-2026-11.xlsx\n"
+    assert (reports / "pengaduan-2026-11.xlsx").is_file() and not (ROOT / "pengaduan-2026-11.csv").exists()
+    with open(reports / "pengaduan-2026-11.csv", encoding="utf-8-sig") as f:
         assert next(csv.reader(f))[0] == "Nomor tiket"
-    bad = subprocess.run([sys.executable, str(ROOT / "main.py"), "--config", str(config), "export",
-                          "--month", "November"], capture_output=True, text=True, env=env)
+    elsewhere = main_py("--config", str(config), "export", "--month", "2026-11", "--out", str(tmp_path / "out"))
+    assert elsewhere.returncode == 0 and str(tmp_path / "out" / "pengaduan-2026-11.csv") in elsewhere.stdout
+    bad = main_py("--config", str(config), "export", "--month", "November")
     assert bad.returncode == 2 and "YYYY-MM" in bad.stderr
-    missing = subprocess.run([sys.executable, str(ROOT / "main.py"), "--config", str(config), "case",
-                              "ADU-2026-000001"], capture_output=True, text=True, env=env)
+    missing = main_py("--config", str(config), "case", "ADU-2026-000001")
     assert missing.returncode == 1 and "no case" in missing.stderr
+
+
+@pytest.mark.parametrize("command", [["case", "ADU-2026-000001"], ["export", "--month", "2026-11"]])
+def test_a_read_command_never_makes_a_database(tmp_path, command) -> None:
+    db = tmp_path / "data" / "pengaduan.db"
+    config = config_with_database(tmp_path, db)
+    out = main_py("--config", str(config), *command, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr == f"error: no database at {db}\n"                  # one line, naming the path
+    assert out.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+    # Beside a config whose database is missing, the demo's: the line points at it.
+    (tmp_path / "data" / "demo").mkdir(parents=True)
+    (tmp_path / "data" / "demo" / "config.toml").write_text("")
+    out = main_py("--config", str(config), *command, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr == (f"error: no database at {db} "
+                                                  "(the local demo's data: --config data/demo/config.toml)\n")
+    assert not db.exists()
