@@ -4,13 +4,18 @@ A Synapse homeserver from the ``matrix-synapse`` package (data under ``data/demo
 generated on the first run and reused after), the bot and four staff accounts, the role
 rooms, the bridge, and the citizen simulator that plays Meta's part. The SOP, SLA and
 units come from config.toml; only the Matrix, WhatsApp, HTTP and database settings are
-the demo's own.
+the demo's own. The demo writes them, with the rest, to ``config.toml`` in its data folder,
+so that the shell commands read the demo's database:
+``./run --config data/demo/config.toml case ADU-…``.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import socket
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +47,69 @@ def port_or_free(wanted: int, host: str = "127.0.0.1") -> int:
     return 0
 
 
-def demo_settings(base: dict[str, Any], synapse: LocalSynapse, graph: FakeGraph, data_dir: Path,
-                  http_port: int) -> Settings:
-    data = {k: v for k, v in base.items() if k in ("sop", "sla", "units", "logging")}
-    data.update({
-        "matrix": {"homeserver": synapse.url, "user_id": f"@{BOT}:{SERVER}", "device_name": "pengaduan-demo"},
+def demo_config(base: dict[str, Any], homeserver: str, graph: FakeGraph, http_port: int) -> dict[str, Any]:
+    """The demo's config: SOP, SLA, units and logging of ``base``, the rest the demo's own."""
+    data: dict[str, Any] = {
+        "matrix": {"homeserver": homeserver, "user_id": f"@{BOT}:{SERVER}", "device_name": "pengaduan-demo"},
         "rooms": {**{role: f"#pengaduan-{role}:{SERVER}" for role in ROLES}, "create": True},
         "staff": {role: [f"@{user}:{SERVER}"] for role, user in STAFF.items()},
         "whatsapp": {"enabled": True, "graph_url": graph.url, "api_version": graph.api_version,
                      "phone_number_id": graph.phone_number_id},
         "http": {"host": "127.0.0.1", "port": http_port},
-        "database": {"path": str(data_dir / "pengaduan.db")},
-    })
+        "database": {"path": "pengaduan.db"},          # beside the demo's config.toml
+        "demo": {"data_dir": "."},                      # main.py demo: this folder is the demo's
+    }
+    data.update({k: v for k, v in base.items() if k in ("sop", "sla", "units", "logging")})
     # [[units]] rooms are aliases on the demo server too.
-    for unit in data.get("units", []):
-        for role in ("kasi", "kabid"):
-            unit[role] = f"#pengaduan-{role}-{unit['name']}:{SERVER}"
-    return from_dict(data, DEMO_ENV, base_dir=data_dir)
+    data["units"] = [{**unit, **{role: f"#pengaduan-{role}-{unit['name']}:{SERVER}" for role in ("kasi", "kabid")}}
+                     for unit in data.get("units", [])]
+    if not data["units"]:
+        del data["units"]
+    return data
+
+
+def demo_settings(base: dict[str, Any], synapse: LocalSynapse, graph: FakeGraph, data_dir: Path,
+                  http_port: int) -> Settings:
+    return from_dict(demo_config(base, synapse.url, graph, http_port), DEMO_ENV, base_dir=data_dir)
+
+
+def write_config(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as TOML: the scalars and lists first, then a [table] per table."""
+    lines = [
+        "# The local demo's settings, written by the demo at every start: change the SOP, SLA and",
+        "# units in the config.toml the demo was started with, not here. The shell commands read",
+        "# the demo's database with this file, e.g.",
+        f"#   ./run --config {_shown(path)} case ADU-2026-000001",
+        f"#   ./run --config {_shown(path)} export --month 2026-11",
+    ]
+    lines += [f"{_key(k)} = {_toml(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for name, table in data.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{_key(name)}]", *(f"{_key(k)} = {_toml(v)}" for k, v in table.items())]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml(key)
+
+
+def _toml(value: Any) -> str:
+    """One TOML value on one line (tables inline)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):         # Python's 0.8, 1e+20, inf, nan are TOML's too
+        return repr(value)
+    if isinstance(value, str):                   # JSON's escapes are TOML's; DEL must be escaped too
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, (date, datetime, time)):
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in value.items()) + " }" if value else "{}"
+    raise TypeError(f"no TOML for {value!r}")
 
 
 async def run_demo(base: dict[str, Any], data_dir: Path, stop: asyncio.Event, *,
@@ -78,7 +129,9 @@ async def run_demo(base: dict[str, Any], data_dir: Path, stop: asyncio.Event, *,
         await bridge.start()
         assert bridge.http is not None
         simulator.webhook_url = f"{bridge.http.url}/webhooks/whatsapp"
-        print(banner(synapse.url, bridge.http.url), flush=True)
+        # For the shell commands: the ports the demo got, the database beside this file.
+        write_config(data_dir / "config.toml", demo_config(base, synapse.url, graph, bridge.http.port))
+        print(banner(synapse.url, bridge.http.url, data_dir / "config.toml"), flush=True)
         await stop.wait()
     finally:
         await simulator.stop()
@@ -88,7 +141,7 @@ async def run_demo(base: dict[str, Any], data_dir: Path, stop: asyncio.Event, *,
         await asyncio.to_thread(synapse.stop)
 
 
-def banner(homeserver: str, bridge_url: str) -> str:
+def banner(homeserver: str, bridge_url: str, config: Path) -> str:
     logins = ", ".join(f"@{user}:{SERVER}" for user in STAFF.values())
     return "\n".join([
         "",
@@ -97,6 +150,15 @@ def banner(homeserver: str, bridge_url: str) -> str:
         f"  Login petugas     : {logins}",
         f"  Kata sandi        : {PASSWORD}",
         f"  Simulator warga   : {bridge_url}/demo/",
+        f"  Perintah shell    : ./run --config {_shown(config)} case ADU-…  (juga: export --month YYYY-MM)",
         "  Ctrl-C untuk berhenti.",
         "",
     ])
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current folder when it is below it (./run's folder), else whole."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

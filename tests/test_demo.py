@@ -1,6 +1,8 @@
-"""The newcomer's first run: the demo as a process, the simulator in a real browser, Ctrl-C."""
+"""The newcomer's first run: the demo as a process, the simulator in a real browser, Ctrl-C,
+and the shell commands on the demo's data."""
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import re
@@ -10,12 +12,17 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import nio
 import pytest
 
+from bridge.config import load
+from bridge.demo import demo_config, write_config
+from bridge.simulator.graph import FakeGraph
 from tests.harness import BOUNDED
 
 
@@ -23,22 +30,25 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def no_secrets() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MATRIX_", "WHATSAPP_"))}
+
+
 class Demo:
     """``python main.py demo`` in a subprocess, on free ports, in a temporary folder."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, homeserver_port: int = 0, http_port: int = 0) -> None:
         self.data_dir = data_dir
         self.out: "queue.Queue[str]" = queue.Queue()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MATRIX_", "WHATSAPP_"))}
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "main.py"), "demo", "--data-dir", str(data_dir),
-             "--http-port", "0", "--homeserver-port", "0"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             "--http-port", str(http_port), "--homeserver-port", str(homeserver_port)],
+            cwd=ROOT, env=no_secrets(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._read, daemon=True).start()
         self.lines: list[str] = []
         self.homeserver = self.simulator = ""
         deadline = time.monotonic() + 120
-        while not self.simulator:
+        while not self.lines or "Ctrl-C" not in self.lines[-1]:            # the banner's last line
             try:
                 line = self.out.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
@@ -87,6 +97,42 @@ async def send_as_citizen(demo: Demo, wa_id: str, text: str) -> dict:
         async with s.post(f"{demo.simulator}api/send", json={"wa_id": wa_id, "name": "Warga Uji", "text": text}) as r:
             assert r.status == 200, await r.text()
             return await r.json()
+
+
+async def chat_of(demo: Demo, wa_id: str) -> dict:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{demo.simulator}api/messages", params={"wa_id": wa_id}) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
+
+async def test_the_shell_commands_read_the_demo_data_while_it_runs(demo: Demo) -> None:
+    await send_as_citizen(demo, "081211110002", "Layanan: KTP-el\nKTP-el saya hilang di jalan")
+    for _ in range(100):
+        bot = [line["text"] for line in (await chat_of(demo, "6281211110002"))["lines"] if line["from"] == "bot"]
+        if bot:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the bot did not answer")
+    ticket = re.search(r"ADU-\d{4}-\d{6}", bot[0]).group(0)
+    config = demo.data_dir / "config.toml"                   # written by the demo, beside its data
+    assert f"Perintah shell    : ./run --config {config} case ADU-" in "\n".join(demo.lines)   # and named
+
+    def shell(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "main.py"), "--config", str(config), *args],
+                              cwd=ROOT, env=no_secrets(), capture_output=True, text=True, timeout=60)
+    case = shell("case", ticket.lower())
+    assert case.returncode == 0, case.stderr
+    assert ticket in case.stdout and "KTP-el saya hilang di jalan" in case.stdout
+    month = datetime.now(ZoneInfo("Asia/Jakarta")).strftime("%Y-%m")
+    export = shell("export", "--month", month)
+    assert export.returncode == 0, export.stderr
+    reports = demo.data_dir / "reports"
+    m = re.fullmatch(rf"(\d+) pengaduan ditulis ke {re.escape(str(reports))}/pengaduan-{month}\.csv "
+                     rf"dan pengaduan-{month}\.xlsx\n", export.stdout)
+    assert m and int(m.group(1)) >= 1, export.stdout
+    assert ticket in (reports / f"pengaduan-{month}.csv").read_text(encoding="utf-8-sig")
 
 
 async def test_a_simulated_message_becomes_a_card_for_the_demo_admin(demo: Demo) -> None:
@@ -152,3 +198,21 @@ def test_ctrl_c_stops_everything_and_a_second_run_reuses_the_data(demo: Demo) ->
     finally:
         assert again.stop() == 0
     assert processes_using(demo.data_dir) == []
+
+
+async def test_the_demo_config_is_one_the_shell_commands_load(tmp_path: Path) -> None:
+    base = load(ROOT / "config.toml", offline=True).raw
+    base = {**base, "units": [{"name": "capil", "categories": ["Akta \"Kelahiran\""], "kasi": "#k:x", "kabid": "#b:x"}],
+            "sla": {**base["sla"], "cuti_bersama": [datetime(2026, 12, 31).date()]}}
+    path = tmp_path / "config.toml"
+    async with FakeGraph() as graph:
+        write_config(path, demo_config(base, "http://127.0.0.1:8008", graph, 8080))
+    settings = load(path, offline=True)
+    assert settings.database_path == tmp_path / "pengaduan.db"
+    assert settings.matrix.homeserver == "http://127.0.0.1:8008" and settings.http.port == 8080
+    assert settings.raw["sop"] == base["sop"] and settings.raw["sla"] == base["sla"]
+    assert settings.raw["units"] == [{"name": "capil", "categories": ["Akta \"Kelahiran\""],
+                                      "kasi": "#pengaduan-kasi-capil:localhost", "kabid": "#pengaduan-kabid-capil:localhost"}]
+    from main import demo_dir
+    assert demo_dir(str(path), settings.raw) == tmp_path     # main.py demo --config this file: this folder
+    assert demo_dir(str(ROOT / "config.toml"), base) == ROOT / "data" / "demo"
