@@ -11,6 +11,7 @@ so that the shell commands read the demo's database:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import re
@@ -18,6 +19,8 @@ import socket
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
+
+import nio
 
 from bridge.app import Bridge
 from bridge.config import ROLES, Settings, from_dict
@@ -35,16 +38,50 @@ DEMO_ENV = {"MATRIX_PASSWORD": PASSWORD, "WHATSAPP_TOKEN": "demo-token",
             "WHATSAPP_APP_SECRET": "demo-app-secret", "WHATSAPP_VERIFY_TOKEN": "demo-verify"}
 
 
-def port_or_free(wanted: int, host: str = "127.0.0.1") -> int:
-    """``wanted`` when it is free (a stable address for Element), else any free port."""
-    if wanted:
-        with socket.socket() as s:
-            try:
-                s.bind((host, wanted))
-                return wanted
-            except OSError:
-                pass
-    return 0
+def port_or_free(wanted: int, host: str = "127.0.0.1", what: str = "port") -> int:
+    """``wanted`` when it is free (a stable address for Element), else 0: any free port.
+
+    Checked as the servers bind it, with SO_REUSEADDR (Twisted's listenTCP for Synapse and
+    asyncio's create_server for the bridge set it, and so do the connections they accept):
+    a port whose last connections linger in TIME_WAIT, as after every stop of the demo
+    (Synapse closes each admin API request's connection), is free to them; a plain bind
+    calls it taken for a minute, which moved the homeserver to another port and broke an
+    Element login made on the first start."""
+    if not wanted:
+        return 0
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, wanted))
+            return wanted
+        except OSError as e:
+            log.warning("demo: %s %s:%d is taken (%s); another free port is used", what, host, wanted,
+                        e.strerror)
+            return 0
+
+
+class MissingAliasFilter(logging.Filter):
+    """Drops matrix-nio's warning for an alias that does not exist (yet).
+
+    nio checks each answer against the success schema first, so a 404 (M_NOT_FOUND) to
+    ``room_resolve_alias`` logs "Error validating response: 'room_id' is a required
+    property" at WARNING, before the caller gets the error and, on a first start, creates
+    the room. Only that record goes: the same warning for any other response or error
+    still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Error validating response"):
+            return True
+        frame = inspect.currentframe()
+        try:
+            while frame is not None:             # up to nio's validating wrapper of from_dict
+                local = frame.f_locals
+                if local.get("cls") is nio.RoomResolveAliasResponse and isinstance(local.get("parsed_dict"), dict):
+                    return local["parsed_dict"].get("errcode") != "M_NOT_FOUND"
+                frame = frame.f_back
+            return True
+        finally:
+            del frame                            # no reference cycle through this frame
 
 
 def demo_config(base: dict[str, Any], homeserver: str, graph: FakeGraph, http_port: int) -> dict[str, Any]:
@@ -115,16 +152,20 @@ def _toml(value: Any) -> str:
 async def run_demo(base: dict[str, Any], data_dir: Path, stop: asyncio.Event, *,
                    http_port: int = 8080, homeserver_port: int = 8008) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
-    synapse = LocalSynapse(data_dir / "synapse", server_name=SERVER, port=port_or_free(homeserver_port) or None)
+    synapse = LocalSynapse(data_dir / "synapse", server_name=SERVER,
+                           port=port_or_free(homeserver_port, what="homeserver port") or None)
     await asyncio.to_thread(synapse.start)
     graph = FakeGraph(token=DEMO_ENV["WHATSAPP_TOKEN"], app_secret=DEMO_ENV["WHATSAPP_APP_SECRET"])
     simulator = Simulator(graph)
     bridge: Bridge | None = None
+    quiet = MissingAliasFilter()                 # the first start creates the role rooms' aliases
+    logging.getLogger("nio.responses").addFilter(quiet)
     try:
         for user in (BOT, *STAFF.values()):
             await asyncio.to_thread(synapse.register, user, PASSWORD)
         await graph.start()
-        settings = demo_settings(base, synapse, graph, data_dir, port_or_free(http_port))
+        settings = demo_settings(base, synapse, graph, data_dir,
+                                 port_or_free(http_port, what="simulator port"))
         bridge = Bridge(settings, extra_routes=simulator.routes())
         await bridge.start()
         assert bridge.http is not None
@@ -134,6 +175,7 @@ async def run_demo(base: dict[str, Any], data_dir: Path, stop: asyncio.Event, *,
         print(banner(synapse.url, bridge.http.url, data_dir / "config.toml"), flush=True)
         await stop.wait()
     finally:
+        logging.getLogger("nio.responses").removeFilter(quiet)
         await simulator.stop()
         if bridge is not None:
             await bridge.stop()

@@ -1,13 +1,16 @@
 """The newcomer's first run: the demo as a process, the simulator in a real browser, Ctrl-C,
-and the shell commands on the demo's data."""
+the shell commands on the demo's data, and a second start on the same addresses."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +24,7 @@ import nio
 import pytest
 
 from bridge.config import load
-from bridge.demo import demo_config, write_config
+from bridge.demo import MissingAliasFilter, demo_config, port_or_free, write_config
 from bridge.simulator.graph import FakeGraph
 from tests.harness import BOUNDED
 
@@ -30,14 +33,21 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def no_secrets() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("MATRIX_", "WHATSAPP_"))}
 
 
 class Demo:
-    """``python main.py demo`` in a subprocess, on free ports, in a temporary folder."""
+    """``python main.py demo`` in a subprocess, in a temporary folder, on the ports given
+    (fixed, as 8008 and 8080 are for a newcomer)."""
 
-    def __init__(self, data_dir: Path, homeserver_port: int = 0, http_port: int = 0) -> None:
+    def __init__(self, data_dir: Path, homeserver_port: int, http_port: int) -> None:
         self.data_dir = data_dir
         self.out: "queue.Queue[str]" = queue.Queue()
         self.proc = subprocess.Popen(
@@ -85,9 +95,21 @@ def processes_using(path: Path) -> list[str]:
     return found
 
 
+def time_wait_on(port: int) -> int:
+    """Connections in TIME_WAIT (state 06) whose local port is ``port`` (what a server that
+    closed them leaves behind for a minute)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                count += state == "06" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):
-    d = Demo(tmp_path_factory.mktemp("demo") / "data" / "demo")
+    d = Demo(tmp_path_factory.mktemp("demo") / "data" / "demo", free_port(), free_port())
     yield d
     d.stop()
 
@@ -104,6 +126,13 @@ async def chat_of(demo: Demo, wa_id: str) -> dict:
         async with s.get(f"{demo.simulator}api/messages", params={"wa_id": wa_id}) as r:
             assert r.status == 200, await r.text()
             return await r.json()
+
+
+def test_the_first_start_prints_its_addresses_and_no_alarm(demo: Demo) -> None:
+    shown = "\n".join(demo.lines)
+    assert "Error validating response" not in shown, shown          # the aliases did not exist yet
+    assert not [line for line in demo.lines if re.search(r" (WARNING|ERROR|CRITICAL) ", line)], shown
+    assert "created #pengaduan-admin:localhost" in shown             # it was a first start
 
 
 async def test_the_shell_commands_read_the_demo_data_while_it_runs(demo: Demo) -> None:
@@ -187,17 +216,58 @@ async def test_the_simulator_page_in_a_real_browser(demo: Demo, tmp_path: Path) 
     assert img.getpixel((5, 5)) != (255, 255, 255)
 
 
-def test_ctrl_c_stops_everything_and_a_second_run_reuses_the_data(demo: Demo) -> None:
+def test_ctrl_c_stops_everything_and_a_second_run_reuses_the_data_and_addresses(demo: Demo) -> None:
     assert demo.stop() == 0, "\n".join(demo.lines)
     assert not [line for line in demo.lines if "Traceback" in line], "\n".join(demo.lines)
     assert processes_using(demo.data_dir) == []
     key = next((demo.data_dir / "synapse").glob("*.signing.key")).read_bytes()
-    again = Demo(demo.data_dir)                          # generated on the first run, reused now
+    homeserver_port = int(demo.homeserver.rsplit(":", 1)[1])
+    http_port = int(demo.simulator.split(":")[2].split("/")[0])
+    # What made the homeserver move: the first run's connections linger on its port.
+    assert time_wait_on(homeserver_port) > 0
+    again = Demo(demo.data_dir, homeserver_port, http_port)   # generated on the first run, reused now
     try:
         assert next((demo.data_dir / "synapse").glob("*.signing.key")).read_bytes() == key
+        assert (again.homeserver, again.simulator) == (demo.homeserver, demo.simulator)   # Element's login holds
+        assert "is taken" not in "\n".join(again.lines)
     finally:
         assert again.stop() == 0
     assert processes_using(demo.data_dir) == []
+
+
+def test_a_port_in_time_wait_is_free_for_the_demo_a_listening_one_is_not() -> None:
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as Twisted and asyncio listen
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert port_or_free(port) == 0                          # someone listens: another port
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()                                            # the server closes first: TIME_WAIT
+        client.close()
+    assert time_wait_on(port) > 0
+    with socket.socket() as plain, pytest.raises(OSError) as taken:
+        plain.bind(("127.0.0.1", port))                         # how the demo checked before
+    assert taken.value.errno == errno.EADDRINUSE
+    assert port_or_free(port) == port                           # as Synapse and aiohttp bind it
+
+
+def test_only_the_missing_alias_warning_is_silenced(caplog: pytest.LogCaptureFixture) -> None:
+    responses = logging.getLogger("nio.responses")
+    responses.addFilter(quiet := MissingAliasFilter())
+    try:
+        with caplog.at_level(logging.WARNING, logger="nio.responses"):
+            missing = nio.RoomResolveAliasResponse.from_dict(
+                {"errcode": "M_NOT_FOUND", "error": "Room alias not found"}, "#pengaduan-admin:localhost")
+            assert isinstance(missing, nio.RoomResolveAliasError)
+            assert caplog.records == []
+            nio.RoomResolveAliasResponse.from_dict({"errcode": "M_FORBIDDEN", "error": "no"}, "#x:localhost")
+            nio.RoomCreateResponse.from_dict({"errcode": "M_NOT_FOUND", "error": "the same code, another call"})
+        assert [r.getMessage() for r in caplog.records] == [
+            "Error validating response: 'room_id' is a required property"] * 2
+    finally:
+        responses.removeFilter(quiet)
 
 
 async def test_the_demo_config_is_one_the_shell_commands_load(tmp_path: Path) -> None:
