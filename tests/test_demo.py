@@ -194,6 +194,19 @@ async def test_the_simulator_page_in_a_real_browser(demo: Demo, tmp_path: Path) 
         try:
             page = await browser.new_page(viewport={"width": 420, "height": 800})
             await page.goto(demo.simulator)
+            # A first-time visitor reads what the page is and what to write, and sees an example.
+            intro = page.locator("#intro")
+            assert await intro.is_visible()
+            assert "Nama, NIK, Layanan, dan Aduan" in await intro.inner_text()
+            box = await intro.bounding_box()
+            assert box and box["y"] + box["height"] <= 800                       # without scrolling
+            text = page.locator("#text")
+            await page.wait_for_function("document.getElementById('text').value.includes('NIK:')")
+            example = await text.input_value()
+            assert [line.split(":")[0] for line in example.splitlines()] == ["Nama", "NIK", "Layanan", "Aduan"]
+            assert (await text.bounding_box())["height"] > 60                     # the whole example shows
+
+            # A name typed first goes with the number then typed, as a visitor fills the fields.
             await page.fill("#name", "Rina <i>Uji</i>")
             await page.fill("#number", "0812 2222 0003")
             await page.fill("#text", "KK saya belum diperbarui <script>alert(1)</script>")
@@ -204,11 +217,39 @@ async def test_the_simulator_page_in_a_real_browser(demo: Demo, tmp_path: Path) 
             reply = page.locator(".bubble.bot", has_text="ADU-").first
             await reply.wait_for(timeout=15_000)
             assert "Pengaduan Anda sudah kami terima" in await reply.inner_text()
+
+            # Another number is another phone: no name of the first, no chat of the first.
+            await page.fill("#number", "0812 2222 0004")
+            await page.press("#number", "Tab")
+            assert await page.input_value("#name") == ""
+            await page.locator(".bubble").first.wait_for(state="detached", timeout=5_000)
+            assert "NIK:" in await text.input_value()                              # its example again
+            await page.fill("#name", "Budi Santoso")
+            await page.fill("#text", "Akta kelahiran anak saya salah nama")
+            await page.press("#text", "Enter")
+            await page.locator(".bubble.citizen", has_text="Akta kelahiran").wait_for(timeout=15_000)
+            assert await page.locator(".bubble", has_text="KK saya").count() == 0
+            # Back to the first: its own name and chat; and again to the second.
+            await page.fill("#number", "0812 2222 0003")
+            await page.press("#number", "Tab")
+            assert await page.input_value("#name") == "Rina <i>Uji</i>"
+            await page.locator(".bubble.citizen", has_text="KK saya").wait_for(timeout=5_000)
+            assert await page.locator(".bubble", has_text="Akta kelahiran").count() == 0
+            await page.fill("#number", "0812 2222 0004")
+            await page.press("#number", "Tab")
+            assert await page.input_value("#name") == "Budi Santoso"
+            await page.fill("#number", "0812 2222 0003")
+            await page.press("#number", "Tab")
+            reply = page.locator(".bubble.bot", has_text="ADU-").first
+            await reply.wait_for(timeout=15_000)
             shot = tmp_path / "simulator.png"
             await page.screenshot(path=str(shot))
             box = await reply.bounding_box()
         finally:
             await browser.close()
+    # What the bridge was told: each number with its own name.
+    assert (await chat_of(demo, "6281222220003"))["name"] == "Rina <i>Uji</i>"
+    assert (await chat_of(demo, "6281222220004"))["name"] == "Budi Santoso"
     # The screenshot shows the reply: a white bot bubble where the page says it is.
     img = Image.open(shot).convert("RGB")
     x, y = int(box["x"] + 4), int(box["y"] + box["height"] / 2)

@@ -5,6 +5,9 @@ a WhatsApp notification, signed with the demo app secret and posted to the bridg
 ``/webhooks/whatsapp``, exactly as Meta would; the bot's answers reach the fake Graph API
 (``graph/``) that the demo's ``graph_url`` points at, and the page shows them. Like a
 phone, the simulator reports each answer delivered and then read, so cases close.
+
+Each number is one phone with its own chat and its own name (the WhatsApp profile name
+sent with its messages); the page shows everything a citizen wrote as text, never HTML.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ _DATA_URL = re.compile(r"^data:(image/(?:jpeg|png|webp));base64,(.+)$", re.DOTAL
 class Chat:
     """One simulated phone: what its citizen sent and what the bot answered."""
 
-    name: str = "Warga"
+    name: str | None = None          # the profile name its citizen last sent with, if any
     lines: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -57,14 +60,14 @@ class Simulator:
     async def messages(self, request: web.Request) -> web.Response:
         wa_id = request.query.get("wa_id", "")
         chat = self.chats.get(wa_id, Chat())
-        return web.json_response({"wa_id": wa_id, "lines": chat.lines})
+        return web.json_response({"wa_id": wa_id, "name": chat.name, "lines": chat.lines})
 
     async def send(self, request: web.Request) -> web.Response:
         """The visitor sends a message (and maybe a picture) as a citizen."""
         try:
             data = await request.json()
         except ValueError:
-            return web.json_response({"error": "body harus JSON"}, status=400)
+            return web.json_response({"error": "permintaan harus berupa JSON"}, status=400)
         wa_id = re.sub(r"\D", "", str(data.get("wa_id", "")))
         if wa_id.startswith("0"):
             wa_id = "62" + wa_id[1:]
