@@ -100,8 +100,8 @@ def print_case(settings: Settings, ticket: str) -> str:
         store = await Store.open(settings.database_path, create=False)
         try:
             async with store.reading() as tx:
-                return transcript.to_text(await transcript.build_by_ticket(tx, ticket.upper(),
-                                                                          reveal_contact=True))
+                return transcript.to_text(await transcript.build_by_ticket(
+                    tx, ticket.upper(), reveal_contact=True, profile=settings.sop))
         finally:
             await store.close()
     return asyncio.run(read())
