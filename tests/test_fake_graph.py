@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -425,3 +426,138 @@ async def test_wait_for_sent_times_out_with_a_dump(graph, session):
     message = str(excinfo.value)
     assert "yang terkirim" in message
     assert "rejected (1)" in message
+
+
+BSUID = "ID.13491208655302741918"
+
+
+# --------------------------------------------------------------------------- webhook builders
+
+
+def _value(payload: dict[str, Any]) -> dict[str, Any]:
+    return payload["entry"][0]["changes"][0]["value"]
+
+
+def test_a_bsuid_only_user_comes_without_from_and_without_wa_id():
+    graph = FakeGraph()
+    payload = graph.text(None, "Saya pakai nama pengguna", user_id=BSUID, username="siti.a", name="Siti")
+    value = _value(payload)
+    assert value["contacts"] == [{"profile": {"name": "Siti", "username": "siti.a"}, "user_id": BSUID}]
+    (message,) = value["messages"]
+    assert "from" not in message and message["from_user_id"] == BSUID
+    assert message["type"] == "text" and message["text"] == {"body": "Saya pakai nama pengguna"}
+
+
+def test_a_user_with_number_and_bsuid_carries_both():
+    graph = FakeGraph()
+    parent = "ID.ENT.11815799212886844830"
+    value = _value(graph.image(WA_ID, "123", user_id=BSUID, parent_user_id=parent, username="budi"))
+    assert value["contacts"] == [{"profile": {"name": "Warga", "username": "budi"}, "wa_id": WA_ID,
+                                  "user_id": BSUID, "parent_user_id": parent}]
+    (message,) = value["messages"]
+    assert (message["from"], message["from_user_id"], message["from_parent_user_id"]) == (WA_ID, BSUID, parent)
+
+
+def test_a_message_needs_a_sender_and_a_well_formed_bsuid():
+    graph = FakeGraph()
+    with pytest.raises(ValueError):
+        graph.text(None, "dari siapa?")
+    with pytest.raises(ValueError):
+        graph.text(None, "x", user_id="id.123")
+    with pytest.raises(ValueError):
+        graph.status("wamid.x", "sent", None)
+    with pytest.raises(ValueError):
+        graph.status("wamid.x", "sent", None, recipient_user_id="6281234567890")
+
+
+def test_a_status_for_a_bsuid_only_user_names_the_user_id():
+    graph = FakeGraph()
+    (status,) = _value(graph.status("wamid.x", "delivered", None, recipient_user_id=BSUID))["statuses"]
+    assert status["recipient_user_id"] == BSUID and "recipient_id" not in status
+    (status,) = _value(graph.status("wamid.x", "read", WA_ID, recipient_user_id=BSUID))["statuses"]
+    assert (status["recipient_id"], status["recipient_user_id"]) == (WA_ID, BSUID)
+
+
+def test_list_and_button_replies_have_the_documented_shape():
+    graph = FakeGraph()
+    (message,) = _value(graph.list_reply(WA_ID, "ktp", "KTP-el", reply_to="wamid.list",
+                                         description="Kartu tanda penduduk"))["messages"]
+    assert message["context"] == {"from": graph.display_phone_number, "id": "wamid.list"}
+    assert message["type"] == "interactive"
+    assert message["interactive"] == {"type": "list_reply", "list_reply": {
+        "id": "ktp", "title": "KTP-el", "description": "Kartu tanda penduduk"}}
+    (message,) = _value(graph.list_reply(WA_ID, "kk", "KK", reply_to="wamid.list"))["messages"]
+    assert message["interactive"]["list_reply"] == {"id": "kk", "title": "KK"}
+
+    (message,) = _value(graph.button_reply(None, "ya", "Ya", reply_to="wamid.btn", user_id=BSUID))["messages"]
+    assert message["interactive"] == {"type": "button_reply", "button_reply": {"id": "ya", "title": "Ya"}}
+    assert message["context"]["id"] == "wamid.btn" and message["from_user_id"] == BSUID and "from" not in message
+
+
+def test_a_template_quick_reply_is_a_button_message():
+    graph = FakeGraph()
+    (message,) = _value(graph.quick_reply(WA_ID, "selesai:ADU-1", "Sudah selesai", reply_to="wamid.t"))["messages"]
+    assert message["type"] == "button"
+    assert message["button"] == {"payload": "selesai:ADU-1", "text": "Sudah selesai"}
+    assert message["context"]["id"] == "wamid.t"
+    (message,) = _value(graph.quick_reply(WA_ID, "p", "t"))["messages"]
+    assert "context" not in message
+
+
+def test_user_changed_number_is_a_system_message_without_contacts():
+    graph = FakeGraph()
+    new_bsuid = "ID.99887766554433221100"
+    value = _value(graph.user_changed_number(WA_ID, "6289876543210", name="Siti", user_id=new_bsuid,
+                                             previous_user_id=BSUID, timestamp=1763795000))
+    assert "contacts" not in value
+    (message,) = value["messages"]
+    assert message["from"] == WA_ID and message["from_user_id"] == BSUID
+    assert message["type"] == "system" and message["timestamp"] == "1763795000"
+    assert message["system"] == {"body": f"User Siti changed from {WA_ID} to 6289876543210",
+                                 "wa_id": "6289876543210", "type": "user_changed_number",
+                                 "user_id": new_bsuid, "previous_user_id": BSUID}
+    (message,) = _value(graph.user_changed_number(WA_ID, "6289876543210"))["messages"]
+    assert set(message["system"]) == {"body", "wa_id", "type"} and "from_user_id" not in message
+
+
+def test_user_changed_user_id_carries_no_phone_number():
+    graph = FakeGraph()
+    new_bsuid = "ID.99887766554433221100"
+    value = _value(graph.user_changed_user_id(BSUID, new_bsuid, previous_parent_user_id="ID.ENT.1",
+                                              parent_user_id="ID.ENT.2"))
+    assert "contacts" not in value
+    (message,) = value["messages"]
+    assert "from" not in message and message["from_user_id"] == BSUID and message["type"] == "system"
+    system = message["system"]
+    assert system["type"] == "user_changed_user_id" and "wa_id" not in system
+    assert (system["user_id"], system["previous_user_id"]) == (new_bsuid, BSUID)
+    assert (system["parent_user_id"], system["previous_parent_user_id"]) == ("ID.ENT.2", "ID.ENT.1")
+    with pytest.raises(ValueError):
+        graph.user_changed_user_id(BSUID, "6281234567890")
+
+
+SAMPLES = Path("/work/shared/samples/whatsapp")
+
+
+def _sample_message(file: str, key: str) -> dict[str, Any]:
+    return _value(json.loads((SAMPLES / file).read_text())[key])["messages"][0]
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="the shared WhatsApp samples are not on this machine")
+def test_reply_builders_match_the_real_samples_key_for_key():
+    graph = FakeGraph()
+    pairs = [
+        (_sample_message("callback_selection.json", "description"),
+         graph.list_reply(WA_ID, "a", "b", description="c", reply_to="wamid.x")),
+        (_sample_message("callback_button.json", "button"), graph.button_reply(WA_ID, "a", "b", reply_to="wamid.x")),
+        (_sample_message("callback_button.json", "quick_reply"), graph.quick_reply(WA_ID, "a", "b", reply_to="w")),
+        (_sample_message("system.json", "phone_number_change"), graph.user_changed_number(WA_ID, "6289876543210")),
+    ]
+    for sample, built in pairs:
+        (ours,) = _value(built)["messages"]
+        assert set(ours) == set(sample)
+        kind = sample["type"]
+        assert set(ours[kind]) == set(sample[kind])
+        if kind == "interactive":
+            reply = sample[kind]["type"]
+            assert ours[kind]["type"] == reply and set(ours[kind][reply]) == set(sample[kind][reply])

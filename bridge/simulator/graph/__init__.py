@@ -16,8 +16,12 @@ Graph side (the bridge calls us)::
     GET  /media-bytes/{media_id}?token=...       media step 2: the bytes (bearer required)
 
 Webhook side (we play Meta calling the bridge): :meth:`FakeGraph.text`,
-:meth:`FakeGraph.image`, :meth:`FakeGraph.document`, :meth:`FakeGraph.status` and
-:meth:`FakeGraph.notification` build notifications in the documented shape, and
+:meth:`FakeGraph.image`, :meth:`FakeGraph.document` (from a number, a business-scoped
+user id, or both), the answers :meth:`FakeGraph.list_reply`,
+:meth:`FakeGraph.button_reply` and :meth:`FakeGraph.quick_reply`, the system messages
+:meth:`FakeGraph.user_changed_number` and :meth:`FakeGraph.user_changed_user_id`,
+:meth:`FakeGraph.status` and :meth:`FakeGraph.notification` build notifications in the
+documented shape, stamped by the fake's ``clock`` unless told, and
 :meth:`FakeGraph.post_webhook` delivers them signed.
 
 What the tests read back:
@@ -46,7 +50,7 @@ Typical use::
 
 from bridge.simulator.graph.checks import GraphError, validate_send_body
 from bridge.simulator.graph.server import FakeGraph, RejectedRecord, SentRecord
-from bridge.simulator.graph.webhooks import STATUS_VALUES, Webhooks, new_wamid
+from bridge.simulator.graph.webhooks import STATUS_VALUES, Webhooks, new_wamid, system_clock
 
 __all__ = [
     "STATUS_VALUES",
@@ -56,5 +60,6 @@ __all__ = [
     "SentRecord",
     "Webhooks",
     "new_wamid",
+    "system_clock",
     "validate_send_body",
 ]

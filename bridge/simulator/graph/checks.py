@@ -21,6 +21,8 @@ from aiohttp import web
 TEXT_BODY_MAX = 4096
 
 _PHONE = re.compile(r"[1-9][0-9]{0,14}")  # E.164 digits: country code first, no "+", no leading 0
+# A business-scoped user id: country code, a dot, (ENT. for a parent id,) letters and digits.
+BSUID = re.compile(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}")
 
 
 class GraphError(Exception):

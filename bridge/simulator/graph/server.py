@@ -22,7 +22,7 @@ from aiohttp import web
 
 from bridge.simulator.graph.checks import (GraphError, check_bearer, check_version, invalid_param,
                                            no_such_object, validate_send_body)
-from bridge.simulator.graph.webhooks import Webhooks, new_wamid
+from bridge.simulator.graph.webhooks import Clock, Webhooks, new_wamid
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,14 @@ class FakeGraph(Webhooks):
         api_version: str = "v21.0",
         display_phone_number: str = "6281100000000",
         waba_id: str = "102290129340398",
+        clock: Clock | None = None,
     ) -> None:
         super().__init__(
             app_secret=app_secret,
             phone_number_id=phone_number_id,
             display_phone_number=display_phone_number,
             waba_id=waba_id,
+            clock=clock,
         )
         self.token = token
         self.api_version = api_version
