@@ -183,16 +183,12 @@ async def test_a_text_replying_to_a_message_is_accepted(graph, session):
     assert graph.sent == [{"body": body, "id": payload["messages"][0]["id"]}]
 
 
-IMAGE = {"id": "1234567890", "caption": "Foto KTP"}
-TEMPLATE = {"name": "jawaban_pengaduan", "language": {"code": "id"}}
-LIST = {"type": "list", "body": {"text": "Layanan?"},
-        "action": {"button": "Pilih layanan", "sections": [{"rows": [{"id": "ktp", "title": "KTP-el"}]}]}}
-
-
 @pytest.mark.parametrize(
     "kind,content",
-    [("template", TEMPLATE), ("interactive", LIST), ("image", IMAGE),
-     ("document", {"id": "1234567890", "filename": "akta.pdf"})],
+    [("image", {"id": "1234567890", "caption": "Foto KTP"}),
+     ("document", {"id": "1234567890", "filename": "akta.pdf"}),
+     ("sticker", {"id": "1234567890"}),
+     ("reaction", {"message_id": "wamid.abc", "emoji": "👍"})],
 )
 async def test_message_types_the_bridge_never_sends_get_400_code_100(graph, session, kind, content):
     body = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": WA_ID,
@@ -428,7 +424,404 @@ async def test_wait_for_sent_times_out_with_a_dump(graph, session):
     assert "rejected (1)" in message
 
 
+# --------------------------------------------------------------------------- recipient (BSUID)
+
 BSUID = "ID.13491208655302741918"
+
+
+def bsuid_body(recipient: str = BSUID, **extra: Any) -> dict[str, Any]:
+    body = {k: v for k, v in text_body().items() if k != "to"}
+    return {**body, "recipient": recipient, **extra}
+
+
+async def test_a_send_to_a_bsuid_recipient_is_accepted_and_answered_with_it(graph, session):
+    status, payload = await post(session, graph, bsuid_body())
+    assert status == 200, payload
+    assert payload["contacts"] == [{"input": BSUID, "user_id": BSUID}]
+    (record,) = graph.sent
+    assert record == {"body": bsuid_body(), "id": payload["messages"][0]["id"]}
+    assert graph.sent_to(record) == BSUID
+    assert graph.texts_to(BSUID) == ["Pengaduan Anda sudah kami terima."]
+    assert graph.texts_to(WA_ID) == []
+
+
+@pytest.mark.parametrize("recipient", ["ID.ENT.11815799212886844830", "US.a", "ID." + "Z9" * 64])
+async def test_every_documented_bsuid_form_is_a_valid_recipient(graph, session, recipient):
+    status, payload = await post(session, graph, bsuid_body(recipient))
+    assert status == 200, payload
+
+
+async def test_when_both_to_and_recipient_are_given_to_wins(graph, session):
+    body = {**text_body(), "recipient": BSUID}
+    status, payload = await post(session, graph, body)
+    assert status == 200
+    assert payload["contacts"] == [{"input": WA_ID, "wa_id": WA_ID}]
+    assert graph.sent_to(graph.sent[0]) == WA_ID
+    assert graph.texts_to(WA_ID) and not graph.texts_to(BSUID)
+
+
+async def test_a_send_with_neither_to_nor_recipient_gets_400(graph, session):
+    status, payload = await post(session, graph, _without(text_body(), "to"))
+    assert status == 400
+    error = assert_graph_error(payload, 100)
+    assert "to" in error["message"] and "recipient" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [bsuid_body("id.13491208655302741918"), bsuid_body("ID13491208655302741918"),
+     bsuid_body("IDN.1349"), bsuid_body("ID."), bsuid_body("ID.ENT."), bsuid_body("ID.1349-1208"),
+     bsuid_body("ID." + "1" * 129), bsuid_body("6281234567890"), bsuid_body(""),
+     {**text_body(), "recipient": "not-a-bsuid"}],
+    ids=["lowercase-country", "no-dot", "three-letters", "nothing-after-dot", "ent-only", "dash",
+         "129-characters", "phone-number", "empty", "bad-beside-to"],
+)
+async def test_a_malformed_recipient_gets_400_naming_it(graph, session, body):
+    status, payload = await post(session, graph, body)
+    assert status == 400
+    assert "recipient" in assert_graph_error(payload, 100)["message"]
+    assert graph.sent == []
+
+
+async def test_to_must_stay_a_phone_number(graph, session):
+    status, payload = await post(session, graph, text_body(to=BSUID))
+    assert status == 400
+    assert "Param to" in assert_graph_error(payload, 100)["message"]
+
+
+# --------------------------------------------------------------------------- interactive messages
+
+
+def list_message(sections: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    interactive = {
+        "type": "list",
+        "body": {"text": "Pilih layanan yang Anda adukan:"},
+        "action": {"button": "Pilih layanan",
+                   "sections": sections if sections is not None else
+                   [{"rows": [{"id": "ktp", "title": "KTP-el"}, {"id": "kk", "title": "Kartu Keluarga"}]}]},
+        **extra,
+    }
+    return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": WA_ID,
+            "type": "interactive", "interactive": interactive}
+
+
+def buttons_message(*buttons: tuple[str, str], **extra: Any) -> dict[str, Any]:
+    interactive = {
+        "type": "button",
+        "body": {"text": "Apakah jawaban kami sudah membantu?"},
+        "action": {"buttons": [{"type": "reply", "reply": {"id": i, "title": t}} for i, t in buttons]},
+        **extra,
+    }
+    return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": WA_ID,
+            "type": "interactive", "interactive": interactive}
+
+
+def rows(count: int, prefix: str = "r") -> list[dict[str, str]]:
+    return [{"id": f"{prefix}{n}", "title": f"Pilihan {n}"} for n in range(count)]
+
+
+def edit(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of ``body`` with the item at ``path`` ("interactive.action.button",
+    numbers index lists) set to ``value``, or deleted when value is DELETE."""
+    body = json.loads(json.dumps(body))
+    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+    target = body
+    for part in parents:
+        target = target[part]
+    if value is DELETE:
+        del target[last]
+    else:
+        target[last] = value
+    return body
+
+
+DELETE = object()
+
+
+ACCEPTED_INTERACTIVE = {
+    "list": list_message(),
+    "list-at-every-limit": list_message(
+        [{"title": "S" * 24,
+          "rows": [{"id": "i" * 200, "title": "T" * 24, "description": "D" * 72}] + rows(4)},
+         {"title": "Lainnya", "rows": rows(5, "x")}],
+        header={"type": "text", "text": "H" * 60}, footer={"text": "F" * 60},
+        body={"text": "B" * 1024}),
+    "list-button-of-20": edit(list_message(), "interactive.action.button", "P" * 20),
+    "one-section-without-title": list_message([{"rows": rows(10)}]),
+    "one-button": buttons_message(("ya", "Ya")),
+    "three-buttons-at-every-limit": buttons_message(("a" * 256, "A" * 20), ("b", "Belum"), ("c", "Tanya lagi"),
+                                                    header={"type": "text", "text": "Aduan ADU-2026-000123"},
+                                                    footer={"text": "Disdukcapil"}),
+    "replying": {**buttons_message(("ya", "Ya")), "context": {"message_id": "wamid.abc"}},
+    "to-a-bsuid": {**_without(list_message(), "to"), "recipient": BSUID},
+}
+
+
+@pytest.mark.parametrize("body", ACCEPTED_INTERACTIVE.values(), ids=ACCEPTED_INTERACTIVE.keys())
+async def test_interactive_messages_within_the_limits_are_accepted(graph, session, body):
+    status, payload = await post(session, graph, body)
+    assert status == 200, payload
+    assert graph.sent == [{"body": body, "id": payload["messages"][0]["id"]}]
+    assert graph.messages_to(graph.sent_to(graph.sent[0]), "interactive") == graph.sent
+
+
+_LIST_ROWS = "interactive.action.sections.0.rows"
+REFUSED_INTERACTIVE = {
+    "unknown-type": (edit(list_message(), "interactive.type", "cta_url"), "interactive['type']"),
+    "no-body": (edit(list_message(), "interactive.body", DELETE), "interactive['body']"),
+    "body-over-1024": (edit(list_message(), "interactive.body.text", "B" * 1025), "interactive['body']['text']"),
+    "empty-body": (edit(list_message(), "interactive.body.text", ""), "interactive['body']['text']"),
+    "header-over-60": (list_message(header={"type": "text", "text": "H" * 61}), "interactive['header']['text']"),
+    "image-header": (list_message(header={"type": "image", "image": {"id": "1"}}), "interactive['header']"),
+    "footer-over-60": (list_message(footer={"text": "F" * 61}), "interactive['footer']['text']"),
+    "unknown-key": (list_message(extra={"x": 1}), "interactive['extra']"),
+    "no-action": (edit(list_message(), "interactive.action", DELETE), "interactive['action']"),
+    "list-no-button": (edit(list_message(), "interactive.action.button", DELETE),
+                       "interactive['action']['button']"),
+    "list-button-over-20": (edit(list_message(), "interactive.action.button", "P" * 21),
+                            "interactive['action']['button']"),
+    "list-no-sections": (list_message([]), "interactive['action']['sections']"),
+    "list-11-rows": (list_message([{"rows": rows(11)}]), "at most 10 rows in all (got 11)"),
+    "list-11-rows-in-two-sections": (list_message([{"title": "A", "rows": rows(6)},
+                                                   {"title": "B", "rows": rows(5, "x")}]),
+                                     "at most 10 rows in all (got 11)"),
+    "list-section-without-rows": (list_message([{"title": "A"}]), "interactive['action']['sections'][0]['rows']"),
+    "list-section-empty-rows": (list_message([{"rows": []}]), "interactive['action']['sections'][0]['rows']"),
+    "list-row-id-over-200": (edit(list_message(), f"{_LIST_ROWS}.0.id", "i" * 201),
+                             "interactive['action']['sections'][0]['rows'][0]['id']"),
+    "list-row-title-over-24": (edit(list_message(), f"{_LIST_ROWS}.1.title", "T" * 25),
+                               "interactive['action']['sections'][0]['rows'][1]['title']"),
+    "list-row-without-title": (edit(list_message(), f"{_LIST_ROWS}.1.title", DELETE),
+                               "interactive['action']['sections'][0]['rows'][1]['title']"),
+    "list-row-description-over-72": (edit(list_message(), f"{_LIST_ROWS}.0.description", "D" * 73),
+                                     "interactive['action']['sections'][0]['rows'][0]['description']"),
+    "list-duplicate-row-ids": (list_message([{"title": "A", "rows": rows(2)}, {"title": "B", "rows": rows(1)}]),
+                               "interactive['action']['sections'][1]['rows'][0]['id'] must be unique"),
+    "list-section-title-over-24": (list_message([{"title": "S" * 25, "rows": rows(1)}]),
+                                   "interactive['action']['sections'][0]['title']"),
+    "list-second-section-untitled": (list_message([{"title": "A", "rows": rows(1)}, {"rows": rows(1, "x")}]),
+                                     "interactive['action']['sections'][1]['title'] is required"),
+    "buttons-none": (buttons_message(), "interactive['action']['buttons']"),
+    "buttons-four": (buttons_message(("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")),
+                     "interactive['action']['buttons'] must hold at most 3"),
+    "button-title-over-20": (buttons_message(("a", "A" * 21)), "interactive['action']['buttons'][0]['reply']['title']"),
+    "button-id-over-256": (buttons_message(("a" * 257, "A")), "interactive['action']['buttons'][0]['reply']['id']"),
+    "button-empty-title": (buttons_message(("a", "")), "interactive['action']['buttons'][0]['reply']['title']"),
+    "button-same-titles": (buttons_message(("a", "Ya"), ("b", "Ya")),
+                           "interactive['action']['buttons'][1]['reply']['title'] must be unique"),
+    "button-same-ids": (buttons_message(("a", "Ya"), ("a", "Tidak")),
+                        "interactive['action']['buttons'][1]['reply']['id'] must be unique"),
+    "button-not-reply": (edit(buttons_message(("a", "A")), "interactive.action.buttons.0.type", "url"),
+                         "interactive['action']['buttons'][0]['type']"),
+    "button-without-reply": (edit(buttons_message(("a", "A")), "interactive.action.buttons.0.reply", DELETE),
+                             "interactive['action']['buttons'][0]['reply']"),
+    "buttons-with-sections": (edit(buttons_message(("a", "A")), "interactive.action.sections", []),
+                              "interactive['action']['sections']"),
+    "interactive-not-object": (edit(list_message(), "interactive", "list"), "Param interactive"),
+    "text-beside-interactive": ({**list_message(), "text": {"body": "x"}}, "Param text"),
+}
+
+
+@pytest.mark.parametrize(("body", "rule"), REFUSED_INTERACTIVE.values(), ids=REFUSED_INTERACTIVE.keys())
+async def test_an_interactive_message_beyond_the_limits_gets_400_code_100_naming_the_parameter(
+    graph, session, body, rule
+):
+    status, payload = await post(session, graph, body)
+    assert status == 400, payload
+    error = assert_graph_error(payload, 100)
+    assert rule in error["message"] and rule in error["error_data"]["details"]
+    assert graph.sent == []
+    assert graph.rejected[-1]["body"] == body
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def template_body(name: str = "answer_ready", code: str = "id", *components: dict[str, Any],
+                  to: str = WA_ID) -> dict[str, Any]:
+    template: dict[str, Any] = {"name": name, "language": {"code": code}}
+    if components:
+        template["components"] = list(components)
+    return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to,
+            "type": "template", "template": template}
+
+
+def body_params(*texts: str) -> dict[str, Any]:
+    return {"type": "body", "parameters": [{"type": "text", "text": t} for t in texts]}
+
+
+def quick_reply(index: int | str, payload: str = "selesai:ADU-2026-000123") -> dict[str, Any]:
+    return {"type": "button", "sub_type": "quick_reply", "index": index,
+            "parameters": [{"type": "payload", "payload": payload}]}
+
+
+@pytest.fixture
+async def approved() -> AsyncIterator[FakeGraph]:
+    templates = {"answer_ready": {"language": "id", "body_params": 1, "quick_replies": 2},
+                 "hello": {"language": "id"}}
+    async with FakeGraph(templates=templates) as fake:
+        fake.approve_template("answer_ready", language="en", body_params=1, quick_replies=2)
+        fake.approve_template("case_update", header_params=1, body_params=2)
+        yield fake
+
+
+ACCEPTED_TEMPLATES = {
+    "params-and-quick-replies": template_body("answer_ready", "id", body_params("ADU-2026-000123"),
+                                              quick_reply("0"), quick_reply(1, "belum")),
+    "params-without-buttons": template_body("answer_ready", "id", body_params("ADU-2026-000123")),
+    "second-language": template_body("answer_ready", "en", body_params("ADU-2026-000123"), quick_reply(0)),
+    "no-components": template_body("hello"),
+    "empty-components": {**template_body("hello"), "template": {"name": "hello", "language": {"code": "id"},
+                                                                 "components": []}},
+    "deterministic-policy": {**template_body("hello"),
+                             "template": {"name": "hello", "language": {"code": "id", "policy": "deterministic"}}},
+    "header-and-body": template_body("case_update", "id",
+                                     {"type": "header", "parameters": [{"type": "text", "text": "H" * 60}]},
+                                     body_params("ADU-2026-000123", "4 spasi:    boleh")),
+    "to-a-bsuid": {**_without(template_body("hello"), "to"), "recipient": BSUID},
+}
+
+
+@pytest.mark.parametrize("body", ACCEPTED_TEMPLATES.values(), ids=ACCEPTED_TEMPLATES.keys())
+async def test_an_approved_template_with_its_parameters_is_accepted(approved, session, body):
+    status, payload = await post(session, approved, body)
+    assert status == 200, payload
+    assert approved.sent == [{"body": body, "id": payload["messages"][0]["id"]}]
+
+
+async def test_the_templates_argument_and_approve_template_agree(approved):
+    from bridge.simulator.graph import ApprovedTemplate
+    assert approved.templates[("answer_ready", "id")] == ApprovedTemplate("answer_ready", "id", 1, 0, 2)
+    assert approved.templates[("hello", "id")] == ApprovedTemplate("hello")
+    assert approved.templates[("case_update", "id")].header_params == 1
+    with pytest.raises(ValueError):
+        approved.approve_template("x", body_params=-1)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [template_body("jawaban_pengaduan"), template_body("answer_ready", "ms", body_params("x")),
+     template_body("Answer_Ready", "id", body_params("x")), template_body("answer_ready", "id_ID", body_params("x"))],
+    ids=["unknown-name", "unapproved-language", "name-is-case-sensitive", "language-code-exact"],
+)
+async def test_an_unknown_template_or_language_gets_404_code_132001(approved, session, body):
+    status, payload = await post(session, approved, body)
+    assert status == 404
+    error = assert_graph_error(payload, 132001)
+    assert error["message"] == "(#132001) Template name does not exist in the translation"
+    name, code = body["template"]["name"], body["template"]["language"]["code"]
+    assert error["error_data"]["details"] == f"template name ({name}) does not exist in {code}"
+    assert approved.sent == []
+
+
+@pytest.mark.parametrize(
+    ("body", "details"),
+    [(template_body("answer_ready"), "body: number of localizable_params (0) does not match the expected number of params (1)"),
+     (template_body("answer_ready", "id", body_params("a", "b")), "body: number of localizable_params (2)"),
+     (template_body("hello", "id", body_params("a")), "body: number of localizable_params (1) does not match the expected number of params (0)"),
+     (template_body("case_update", "id", body_params("a", "b")), "header: number of localizable_params (0)"),
+     (template_body("case_update", "id", {"type": "header", "parameters": []}, body_params("a", "b")), "header:"),
+     (template_body("answer_ready", "id", {"type": "body", "parameters": []}), "body: number of localizable_params (0)")],
+    ids=["no-body-params", "too-many", "params-for-none", "missing-header", "empty-header", "empty-body"],
+)
+async def test_a_wrong_number_of_template_parameters_gets_132000(approved, session, body, details):
+    status, payload = await post(session, approved, body)
+    assert status == 400
+    error = assert_graph_error(payload, 132000)
+    assert error["message"] == "(#132000) Number of parameters does not match the expected number of params"
+    assert details in error["error_data"]["details"]
+    assert approved.sent == []
+
+
+async def test_a_quick_reply_the_template_does_not_have_gets_131009(approved, session):
+    body = template_body("answer_ready", "id", body_params("x"), quick_reply(2))
+    status, payload = await post(session, approved, body)
+    assert status == 400
+    assert "index 2" in assert_graph_error(payload, 131009)["error_data"]["details"]
+    status, payload = await post(session, approved, template_body("hello", "id", quick_reply(0)))
+    assert status == 400
+    assert_graph_error(payload, 131009)
+
+
+@pytest.mark.parametrize(
+    "text", ["baris satu\nbaris dua", "kolom\tkolom", "lima     spasi"], ids=["newline", "tab", "five-spaces"]
+)
+async def test_a_template_parameter_with_a_newline_tab_or_five_spaces_gets_132018(approved, session, text):
+    status, payload = await post(session, approved, template_body("answer_ready", "id", body_params(text)))
+    assert status == 400
+    error = assert_graph_error(payload, 132018)
+    assert "new-line/tab characters or more than 4 consecutive spaces" in error["error_data"]["details"]
+    assert error["error_data"]["details"].startswith("body: ")
+
+
+def _template(template: dict[str, Any]) -> dict[str, Any]:
+    return {**template_body(), "template": template}
+
+
+_LANG = {"code": "id"}
+REFUSED_TEMPLATES = {
+    "no-template": (_without(template_body(), "template"), "The parameter template is required"),
+    "no-name": (_template({"language": _LANG}), "template['name']"),
+    "empty-name": (_template({"name": "", "language": _LANG}), "template['name']"),
+    "no-language": (_template({"name": "hello"}), "template['language']"),
+    "language-as-string": (_template({"name": "hello", "language": "id"}), "template['language']"),
+    "no-language-code": (_template({"name": "hello", "language": {}}), "template['language']['code']"),
+    "other-policy": (_template({"name": "hello", "language": {"code": "id", "policy": "fallback"}}),
+                     "template['language']['policy']"),
+    "unknown-key": (_template({"name": "hello", "language": _LANG, "namespace": "x"}), "template['namespace']"),
+    "components-not-array": (_template({"name": "hello", "language": _LANG, "components": {}}),
+                             "template['components']"),
+    "footer-component": (template_body("hello", "id", {"type": "footer", "parameters": []}),
+                         "template['components'][0]['type']"),
+    "two-bodies": (template_body("hello", "id", body_params("a"), body_params("b")),
+                   "template['components'][1]['type']"),
+    "body-without-parameters": (template_body("hello", "id", {"type": "body"}),
+                                "template['components'][0]['parameters']"),
+    "currency-parameter": (template_body("hello", "id", {"type": "body", "parameters": [
+        {"type": "currency", "currency": {"code": "IDR", "amount_1000": 1000}}]}),
+        "template['components'][0]['parameters'][0]"),
+    "empty-parameter-text": (template_body("hello", "id", body_params("")),
+                             "template['components'][0]['parameters'][0]['text']"),
+    "parameter-text-not-string": (template_body("hello", "id", {"type": "body", "parameters": [
+        {"type": "text", "text": 123}]}), "template['components'][0]['parameters'][0]['text']"),
+    "header-parameter-over-60": (template_body("case_update", "id", {"type": "header", "parameters": [
+        {"type": "text", "text": "H" * 61}]}), "template['components'][0]['parameters'][0]['text']"),
+    "url-button": (template_body("hello", "id", {**quick_reply(0), "sub_type": "url"}),
+                   "template['components'][0]['sub_type']"),
+    "button-without-index": (template_body("hello", "id", _without(quick_reply(0), "index")),
+                             "template['components'][0]['index']"),
+    "button-index-letter": (template_body("hello", "id", quick_reply("a")), "template['components'][0]['index']"),
+    "button-index-10": (template_body("hello", "id", quick_reply(10)), "template['components'][0]['index']"),
+    "button-index-bool": (template_body("hello", "id", quick_reply(True)), "template['components'][0]['index']"),
+    "button-same-index": (template_body("hello", "id", quick_reply(0), quick_reply("0")),
+                          "template['components'][1]['index'] must be unique"),
+    "button-text-parameter": (template_body("hello", "id", {**quick_reply(0), "parameters": [
+        {"type": "text", "text": "x"}]}), "template['components'][0]['parameters'][0]['type']"),
+    "button-two-payloads": (template_body("hello", "id", {**quick_reply(0), "parameters": [
+        {"type": "payload", "payload": "a"}, {"type": "payload", "payload": "b"}]}),
+        "template['components'][0]['parameters']"),
+    "button-empty-payload": (template_body("hello", "id", quick_reply(0, "")),
+                             "template['components'][0]['parameters'][0]['payload']"),
+}
+
+
+@pytest.mark.parametrize(("body", "rule"), REFUSED_TEMPLATES.values(), ids=REFUSED_TEMPLATES.keys())
+async def test_a_malformed_template_gets_400_code_100_naming_the_parameter(approved, session, body, rule):
+    status, payload = await post(session, approved, body)
+    assert status == 400, payload
+    error = assert_graph_error(payload, 100)
+    assert rule in error["message"] and rule in error["error_data"]["details"]
+    assert approved.sent == []
+
+
+async def test_a_refused_template_does_not_consume_an_injected_failure(approved, session):
+    approved.fail_next()
+    status, _ = await post(session, approved, template_body("jawaban_pengaduan"))
+    assert status == 404
+    status, _ = await post(session, approved, template_body("hello", "id", body_params("x")))
+    assert status == 400
+    status, _ = await post(session, approved, template_body("hello"))
+    assert status == 500
 
 
 # --------------------------------------------------------------------------- webhook builders
@@ -561,3 +954,11 @@ def test_reply_builders_match_the_real_samples_key_for_key():
         if kind == "interactive":
             reply = sample[kind]["type"]
             assert ours[kind]["type"] == reply and set(ours[kind][reply]) == set(sample[kind][reply])
+
+
+async def test_describe_summarises_every_kind_of_send(approved, session):
+    await post(session, approved, list_message())
+    await post(session, approved, template_body("hello", to="6281111111111"))
+    await post(session, approved, bsuid_body())
+    text = approved.describe()
+    assert "type=interactive list" in text and "hello (id)" in text and f"to={BSUID} type=text" in text

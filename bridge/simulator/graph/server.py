@@ -5,6 +5,9 @@ docstring), checks each request with :mod:`.checks`, records what it accepted an
 it refused, stores media for the two-step download, and injects failures
 (:meth:`FakeGraph.fail_next`). It is also Meta's side of the webhook: the notification
 builders and ``post_webhook`` come from :class:`.webhooks.Webhooks`.
+
+It keeps what Meta keeps beyond a single request: the approved message templates
+(``templates=``, :meth:`FakeGraph.approve_template`).
 """
 
 from __future__ import annotations
@@ -14,14 +17,15 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from aiohttp import web
 
-from bridge.simulator.graph.checks import (GraphError, check_bearer, check_version, invalid_param,
-                                           no_such_object, validate_send_body)
+from bridge.simulator.graph.checks import (ApprovedTemplate, GraphError, addressee, check_bearer,
+                                           check_template, check_version, invalid_param, no_such_object,
+                                           validate_send_body)
 from bridge.simulator.graph.webhooks import Clock, Webhooks, new_wamid
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,7 @@ class FakeGraph(Webhooks):
         display_phone_number: str = "6281100000000",
         waba_id: str = "102290129340398",
         clock: Clock | None = None,
+        templates: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__(
             app_secret=app_secret,
@@ -98,6 +103,10 @@ class FakeGraph(Webhooks):
         )
         self.token = token
         self.api_version = api_version
+        # The approved templates, by (name, language code); see approve_template.
+        self.templates: dict[tuple[str, str], ApprovedTemplate] = {}
+        for name, spec in (templates or {}).items():
+            self.approve_template(name, **spec)
 
         self.sent: list[SentRecord] = []
         self.rejected: list[RejectedRecord] = []
@@ -204,6 +213,8 @@ class FakeGraph(Webhooks):
         request[_BODY_KEY] = body
 
         kind = validate_send_body(body)
+        if kind == "message" and body["type"] == "template":
+            check_template(body["template"], self.templates)
         failure = self._take_failure(body)
         if failure is not None:
             raise failure
@@ -211,17 +222,18 @@ class FakeGraph(Webhooks):
         if kind == "read":
             await self._record_sent({"body": body, "id": None})
             return web.json_response({"success": True})
+        to = addressee(body)
+        assert to is not None
         wamid = new_wamid()
-        await self._record_sent({"body": body, "id": wamid})
+        record: SentRecord = {"body": body, "id": wamid}
+        await self._record_sent(record)
         if self.on_send is not None:
-            await self.on_send({"body": body, "id": wamid})
-        return web.json_response(
-            {
-                "messaging_product": "whatsapp",
-                "contacts": [{"input": body["to"], "wa_id": body["to"]}],
-                "messages": [{"id": wamid}],
-            }
+            await self.on_send(record)
+        contact = {"input": to, "wa_id": to} if "to" in body else {"input": to, "user_id": to}
+        response = web.json_response(
+            {"messaging_product": "whatsapp", "contacts": [contact], "messages": [{"id": wamid}]}
         )
+        return response
 
     async def _media_info(self, request: web.Request) -> web.Response:
         check_bearer(request, self.token)
@@ -272,13 +284,26 @@ class FakeGraph(Webhooks):
         for listener in self.listeners:
             listener(record)
 
-    def texts_to(self, wa_id: str) -> list[str]:
-        """Bodies of the text messages sent to ``wa_id``, in order."""
+    @staticmethod
+    def sent_to(record: SentRecord) -> str | None:
+        """Whom a recorded message went to: its ``to`` (a number) or, without one, its
+        ``recipient`` (a BSUID); None for a mark-read."""
+        return addressee(record["body"])
+
+    def messages_to(self, address: str, type: str | None = None) -> list[SentRecord]:
+        """The messages sent to ``address`` (wa_id or BSUID, as the send named it), in
+        order; only those of ``type`` ("text", "interactive", "template") if given."""
         return [
-            record["body"]["text"]["body"]
+            record
             for record in self.sent
-            if record["body"].get("type") == "text" and record["body"].get("to") == wa_id
+            if record["id"] is not None
+            and self.sent_to(record) == address
+            and (type is None or record["body"]["type"] == type)
         ]
+
+    def texts_to(self, wa_id: str) -> list[str]:
+        """Bodies of the text messages sent to ``wa_id`` (or to a BSUID ``recipient``), in order."""
+        return [record["body"]["text"]["body"] for record in self.messages_to(wa_id, "text")]
 
     async def wait_for_sent(
         self, predicate: Callable[[SentRecord], bool], timeout: float = 10
@@ -331,6 +356,29 @@ class FakeGraph(Webhooks):
         self._media[media_id] = _Media(bytes(data), mime_type)
         return media_id
 
+    def approve_template(
+        self,
+        name: str,
+        *,
+        language: str = "id",
+        body_params: int = 0,
+        header_params: int = 0,
+        quick_replies: int = 0,
+    ) -> ApprovedTemplate:
+        """Approve a template in one language, as WhatsApp Manager would: sends naming it
+        (with ``language.code`` = ``language``) must give ``body_params`` body parameters and
+        ``header_params`` header parameters, and may give payloads for its ``quick_replies``
+        buttons (indexes 0 to quick_replies - 1). Approving it again replaces it."""
+        for what, count in (("body_params", body_params), ("header_params", header_params),
+                            ("quick_replies", quick_replies)):
+            if count < 0:
+                raise ValueError(f"{what} cannot be negative")
+        if quick_replies > 10:
+            raise ValueError("a template has at most 10 buttons")
+        template = ApprovedTemplate(name, language, body_params, header_params, quick_replies)
+        self.templates[(name, language)] = template
+        return template
+
     def _media_data(self, media_id: str) -> bytes | None:
         media = self._media.get(media_id)
         return media.data if media is not None else None
@@ -368,8 +416,16 @@ class FakeGraph(Webhooks):
 
 
 def _summarise(body: dict[str, Any]) -> str:
-    """One line for :meth:`FakeGraph.describe`: a mark-read or a text message (all we accept)."""
+    """One line for :meth:`FakeGraph.describe`: a mark-read or a message (as accepted)."""
     if "status" in body:
         return f"mark-read {body.get('message_id')}"
-    text = json.dumps(body["text"]["body"], ensure_ascii=False)
-    return f"to={body.get('to')} type=text {text[:100]}"
+    kind = body["type"]
+    if kind == "text":
+        detail = json.dumps(body["text"]["body"], ensure_ascii=False)
+    elif kind == "interactive":
+        interactive = body["interactive"]
+        detail = f"{interactive['type']} " + json.dumps(interactive["body"]["text"], ensure_ascii=False)
+    else:
+        template = body["template"]
+        detail = f"{template['name']} ({template['language']['code']})"
+    return f"to={addressee(body)} type={kind} {detail[:100]}"
