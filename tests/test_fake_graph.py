@@ -956,6 +956,27 @@ def test_reply_builders_match_the_real_samples_key_for_key():
             assert ours[kind]["type"] == reply and set(ours[kind][reply]) == set(sample[kind][reply])
 
 
+async def test_choose_answers_a_recorded_interactive_message(graph, session):
+    _, payload = await post(session, graph, list_message([{"rows": [
+        {"id": "ktp", "title": "KTP-el", "description": "Kartu tanda penduduk"}, {"id": "kk", "title": "KK"}]}]))
+    record = graph.sent[-1]
+    (message,) = _value(graph.choose(record, "ktp"))["messages"]
+    assert message["from"] == WA_ID and message["context"]["id"] == record["id"]
+    assert message["interactive"]["list_reply"] == {"id": "ktp", "title": "KTP-el",
+                                                    "description": "Kartu tanda penduduk"}
+    with pytest.raises(ValueError, match="'akta' is not offered"):
+        graph.choose(record, "akta")
+
+    await post(session, graph, {**_without(buttons_message(("ya", "Ya"), ("tidak", "Tidak")), "to"),
+                                "recipient": BSUID})
+    (message,) = _value(graph.choose(graph.sent[-1], "tidak"))["messages"]
+    assert "from" not in message and message["from_user_id"] == BSUID
+    assert message["interactive"]["button_reply"] == {"id": "tidak", "title": "Tidak"}
+    await post(session, graph, text_body())
+    with pytest.raises(ValueError):
+        graph.choose(graph.sent[-1], "ya")
+
+
 async def test_describe_summarises_every_kind_of_send(approved, session):
     await post(session, approved, list_message())
     await post(session, approved, template_body("hello", to="6281111111111"))

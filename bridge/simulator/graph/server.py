@@ -7,7 +7,10 @@ it refused, stores media for the two-step download, and injects failures
 builders and ``post_webhook`` come from :class:`.webhooks.Webhooks`.
 
 It keeps what Meta keeps beyond a single request: the approved message templates
-(``templates=``, :meth:`FakeGraph.approve_template`).
+(``templates=``, :meth:`FakeGraph.approve_template`) and, by its own clock, when each
+citizen last wrote (:mod:`.window`): a free-form send outside the 24-hour window is
+accepted, then a ``failed`` status with error 131047 is posted to
+``status_webhook_url`` in the background.
 """
 
 from __future__ import annotations
@@ -17,16 +20,19 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypedDict
 
 from aiohttp import web
 
-from bridge.simulator.graph.checks import (ApprovedTemplate, GraphError, addressee, check_bearer,
+from bridge.simulator.graph.checks import (BSUID, ApprovedTemplate, GraphError, addressee, check_bearer,
                                            check_template, check_version, invalid_param, no_such_object,
                                            validate_send_body)
 from bridge.simulator.graph.webhooks import Clock, Webhooks, new_wamid
+from bridge.simulator.graph.window import (RE_ENGAGEMENT_CODE, RE_ENGAGEMENT_DETAILS, RE_ENGAGEMENT_TITLE,
+                                           CustomerWindows)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,15 @@ class SentRecord(TypedDict):
 
     body: dict[str, Any]  # the parsed JSON body, exactly as the bridge sent it
     id: str | None  # the wamid we answered with; None for a mark-read
+
+
+class PostedStatus(TypedDict):
+    """One status webhook the fake posted on its own (a 131047 refusal)."""
+
+    url: str
+    payload: dict[str, Any]  # the notification, as built
+    status: int | None  # the bridge's HTTP answer; None when the POST itself failed
+    answer: str | None  # the bridge's answer body (or the exception, when the POST failed)
 
 
 class RejectedRecord(TypedDict):
@@ -93,6 +108,8 @@ class FakeGraph(Webhooks):
         waba_id: str = "102290129340398",
         clock: Clock | None = None,
         templates: Mapping[str, Mapping[str, Any]] | None = None,
+        status_webhook_url: str | None = None,
+        enforce_window: bool = True,
     ) -> None:
         super().__init__(
             app_secret=app_secret,
@@ -107,6 +124,15 @@ class FakeGraph(Webhooks):
         self.templates: dict[tuple[str, str], ApprovedTemplate] = {}
         for name, spec in (templates or {}).items():
             self.approve_template(name, **spec)
+        # The 24-hour window: free-form sends to a citizen who has not written within 24
+        # hours (by self.clock) are accepted, then refused by a failed status (131047).
+        self.enforce_window = enforce_window
+        # Where Meta posts statuses: the bridge's webhook URL. None: refusals are recorded
+        # in window_refusals but no status is posted.
+        self.status_webhook_url = status_webhook_url
+        self.windows = CustomerWindows()
+        self.window_refusals: list[SentRecord] = []  # accepted sends the window refuses
+        self.posted_statuses: list[PostedStatus] = []  # status webhooks the fake posted itself
 
         self.sent: list[SentRecord] = []
         self.rejected: list[RejectedRecord] = []
@@ -123,6 +149,7 @@ class FakeGraph(Webhooks):
         self.on_send: Callable[[SentRecord], Awaitable[None]] | None = None
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -145,6 +172,10 @@ class FakeGraph(Webhooks):
         self._url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        """Stop serving; status posts still under way are cancelled (see :meth:`settle`)."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
         self._runner = None
@@ -224,6 +255,7 @@ class FakeGraph(Webhooks):
             return web.json_response({"success": True})
         to = addressee(body)
         assert to is not None
+        refused = self._outside_window(body, to)
         wamid = new_wamid()
         record: SentRecord = {"body": body, "id": wamid}
         await self._record_sent(record)
@@ -233,6 +265,14 @@ class FakeGraph(Webhooks):
         response = web.json_response(
             {"messaging_product": "whatsapp", "contacts": [contact], "messages": [{"id": wamid}]}
         )
+        if refused:
+            # Accepted all the same, as Meta does; the refusal comes as a status, after the answer.
+            self.window_refusals.append(record)
+            log.info("fake Graph: %s is outside the 24-hour window of %s: failed status follows", wamid, to)
+            if self.status_webhook_url is not None:
+                await response.prepare(request)
+                await response.write_eof()
+                self._spawn(self._post_refusal(self.status_webhook_url, record, to))
         return response
 
     async def _media_info(self, request: web.Request) -> web.Response:
@@ -275,6 +315,67 @@ class FakeGraph(Webhooks):
             f"Unsupported {request.method.lower()} request: {request.path} is not served by the fake Graph API",
         )
 
+    # ----------------------------------------------------------------- the 24-hour window
+
+    def _outside_window(self, body: dict[str, Any], to: str) -> bool:
+        """Whether Meta would refuse this accepted message for the 24-hour window."""
+        if not self.enforce_window or body["type"] == "template":
+            return False
+        return not self.windows.is_open(to, self.clock())
+
+    def _delivering(self, payload: dict[str, Any]) -> None:
+        self.windows.note_notification(payload)
+
+    def customer_wrote(self, *ids: str, at: datetime | None = None) -> None:
+        """Open (or move) a citizen's window without posting a message: they wrote at
+        ``at`` (default: now by the clock), known by ``ids`` (a wa_id, a BSUID, or both)."""
+        if not ids:
+            raise ValueError("customer_wrote needs a wa_id or a BSUID")
+        self.windows.wrote(ids, at or self.clock())
+
+    def last_inbound(self, address: str) -> datetime | None:
+        """When the citizen at ``address`` (wa_id or BSUID) last wrote, as far as we know."""
+        return self.windows.last_message(address)
+
+    def window_open(self, address: str) -> bool:
+        """Whether a free-form message to ``address`` would be delivered now."""
+        return self.windows.is_open(address, self.clock())
+
+    def _recipient_ids(self, to: str) -> tuple[str | None, str | None]:
+        """(wa_id, BSUID) of the person at ``to``, each when known."""
+        people = self.windows.aliases(to)
+        wa_id = next((one for one in sorted(people) if not BSUID.fullmatch(one)), None)
+        user_id = next((one for one in sorted(people) if BSUID.fullmatch(one)), None)
+        if BSUID.fullmatch(to):
+            user_id = to
+        else:
+            wa_id = to
+        return wa_id, user_id
+
+    async def _post_refusal(self, url: str, record: SentRecord, to: str) -> None:
+        assert record["id"] is not None
+        wa_id, user_id = self._recipient_ids(to)
+        error = self.status_error(RE_ENGAGEMENT_CODE, RE_ENGAGEMENT_TITLE, details=RE_ENGAGEMENT_DETAILS)
+        payload = self.status(record["id"], "failed", wa_id, recipient_user_id=user_id, errors=[error])
+        posted: PostedStatus = {"url": url, "payload": payload, "status": None, "answer": None}
+        try:
+            posted["status"], posted["answer"] = await self.post_webhook(url, payload)
+        except Exception as exc:  # the bridge may be down: Meta would retry, we only log
+            posted["answer"] = repr(exc)
+            log.warning("fake Graph: failed status for %s not posted to %s: %r", record["id"], url, exc)
+        self.posted_statuses.append(posted)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def settle(self, timeout: float = 10) -> None:
+        """Wait until every status the fake is posting in the background has been posted."""
+        async with asyncio.timeout(timeout):
+            while self._background:
+                await asyncio.gather(*self._background, return_exceptions=True)
+
     # ----------------------------------------------------------------- recording
 
     async def _record_sent(self, record: SentRecord) -> None:
@@ -304,6 +405,41 @@ class FakeGraph(Webhooks):
     def texts_to(self, wa_id: str) -> list[str]:
         """Bodies of the text messages sent to ``wa_id`` (or to a BSUID ``recipient``), in order."""
         return [record["body"]["text"]["body"] for record in self.messages_to(wa_id, "text")]
+
+    def choose(
+        self,
+        record: SentRecord,
+        choice_id: str,
+        *,
+        name: str = "Warga",
+        msg_id: str | None = None,
+        timestamp: int | None = None,
+    ) -> dict[str, Any]:
+        """The citizen's answer to an interactive message we recorded: the notification of
+        a ``list_reply`` (a row) or ``button_reply`` (a reply button) with that id, its
+        title (and description), replying to the message, from whom it was sent to."""
+        body = record["body"]
+        if body.get("type") != "interactive" or record["id"] is None:
+            raise ValueError(f"choose() answers an interactive message, not {_summarise(body)}")
+        to = addressee(body)
+        assert to is not None
+        wa_id, user_id = self._recipient_ids(to)
+        interactive = body["interactive"]
+        sender = dict(name=name, msg_id=msg_id, timestamp=timestamp, user_id=user_id, reply_to=record["id"])
+        offered: list[str] = []
+        if interactive["type"] == "list":
+            for section in interactive["action"]["sections"]:
+                for row in section["rows"]:
+                    offered.append(row["id"])
+                    if row["id"] == choice_id:
+                        return self.list_reply(wa_id, row["id"], row["title"],
+                                               description=row.get("description"), **sender)
+        else:
+            for button in interactive["action"]["buttons"]:
+                offered.append(button["reply"]["id"])
+                if button["reply"]["id"] == choice_id:
+                    return self.button_reply(wa_id, choice_id, button["reply"]["title"], **sender)
+        raise ValueError(f"{choice_id!r} is not offered by {record['id']}; it offers {offered}")
 
     async def wait_for_sent(
         self, predicate: Callable[[SentRecord], bool], timeout: float = 10
@@ -337,8 +473,10 @@ class FakeGraph(Webhooks):
     def describe(self, limit: int = 10) -> str:
         """A short dump of the last sent and rejected requests, for failure messages."""
         lines = [f"sent ({len(self.sent)}):"]
+        refused = {id(record) for record in self.window_refusals}
         for record in self.sent[-limit:]:
-            lines.append("  " + _summarise(record["body"]))
+            note = "  [outside the 24-hour window: failed 131047]" if id(record) in refused else ""
+            lines.append("  " + _summarise(record["body"]) + note)
         if self.rejected:
             lines.append(f"rejected ({len(self.rejected)}):")
             for rejection in self.rejected[-limit:]:
