@@ -16,7 +16,8 @@ from bridge.cases import Cases, Unit
 from bridge.channels.base import Channel
 from bridge.channels.whatsapp import WhatsAppChannel
 from bridge.clock import Clock, system_clock
-from bridge.config import Settings
+from bridge.config import ConfigError, Settings
+from bridge.conversation import Conversation
 from bridge.effects import Effects
 from bridge.intake import Intake
 from bridge.matrix import MatrixBot
@@ -24,6 +25,7 @@ from bridge.metrics import Metrics
 from bridge.outbox import CHANNEL_TEXT, MATRIX_NOTICE, Dispatcher, Outbox
 from bridge.staff import Desk
 from bridge.store import Row, Store
+from bridge.texts import Texts, TextsError
 from bridge.web import HttpServer, make_app
 from schedules import Schedules
 from schedules.digest import DailyDigest
@@ -40,6 +42,10 @@ class Bridge:
         self.extra_routes = list(extra_routes)      # the demo's citizen simulator
         self.profile = settings.sop
         msgs.set_display_timezone(settings.sla.calendar.tz.key)
+        try:
+            self.texts = Texts.load(override=settings.citizen.texts)
+        except TextsError as e:
+            raise ConfigError(str(e)) from None
         self.channels: dict[str, Channel] = {}
         if settings.whatsapp.enabled:
             self.channels["whatsapp"] = WhatsAppChannel.from_settings(settings.whatsapp)
@@ -61,8 +67,11 @@ class Bridge:
         self._started.append(store)
         self.outbox = Outbox(self.clock)
         self.cases = Cases(self.profile, self.outbox, self.clock, s.sla.policy,
-                           units=tuple(Unit(u.name, u.categories) for u in s.units))
-        self.intake = Intake(store, self.cases, self.outbox, self.clock)
+                           units=tuple(Unit(u.name, u.categories) for u in s.units), texts=self.texts)
+        self.conversation = Conversation(self.cases, self.outbox, self.clock, self.texts, s.citizen,
+                                         msgs.office_hours(s.sla.calendar.hours))
+        self.cases.on_answered = self.conversation.ask_rating
+        self.intake = Intake(store, self.cases, self.outbox, self.clock, self.conversation)
 
         self.matrix = MatrixBot(s, store, self.clock)
         self._started.append(self.matrix)
@@ -72,7 +81,8 @@ class Bridge:
         self.dispatcher = Dispatcher(store, self.outbox, self.clock, on_dead=self._delivery_dead)
         Effects(store, self.matrix, self.channels, self.clock, s.data_dir / "media",
                 on_status=self.cases.delivery_moved, on_answer_taken=self.cases.answer_taken,
-                earlier_card=self.cases.earlier_card, profile=self.profile).register(self.dispatcher)
+                earlier_card=self.cases.earlier_card, profile=self.profile,
+                on_held=self.cases.message_held).register(self.dispatcher)
         for channel in self.channels.values():
             await channel.start(self.intake)
             self._started.append(channel)
@@ -84,7 +94,8 @@ class Bridge:
         self.sla = SlaCheck(store, self.cases, self.outbox, s.staff, self.clock, self.matrix.rooms)
         self.digest = DailyDigest(store, self.profile, s.sla.calendar, self.outbox, self.clock)
         self.schedules = Schedules(s.sla.calendar.tz.key, s.sla.check_seconds, self.sla.run_once,
-                                   s.sla.digest_time.hour, s.sla.digest_time.minute, self.digest.run)
+                                   s.sla.digest_time.hour, s.sla.digest_time.minute, self.digest.run,
+                                   self.expire_conversations)
         await self.schedules.start()
         self._started.append(self.schedules)
 
@@ -95,6 +106,19 @@ class Bridge:
         self._started.append(self.http)
         log.info("bridge: running (SOP %s, channels: %s)", self.profile.name,
                  ", ".join(self.channels) or "none")
+
+    async def expire_conversations(self) -> int:
+        """End the conversations idle past [citizen] idle_hours (each in its own transaction)."""
+        assert self.store is not None
+        async with self.store.reading() as tx:
+            expired = await tx.expired_conversations(self.clock())
+        ended = 0
+        for conv in expired:
+            async with self.store.transaction() as tx:
+                ended += await self.conversation.expire(tx, conv)
+        if ended:
+            self.outbox.wake()
+        return ended
 
     async def stop(self) -> None:
         # Reverse order: stop taking webhooks first, close the database last.

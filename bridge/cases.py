@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from bridge import messages as msgs
 from bridge.channels.base import InboundMessage, StatusUpdate
 from bridge.clock import Clock, parse_ts
-from bridge.outbox import Outbox
+from bridge.outbox import HOLDABLE, WINDOW_CLOSED, Outbox
 from bridge.privacy import mask_nik
 from bridge.store import Row, Tx
+from bridge.texts import Texts
 from bridge.workflow import (OUTCOME_ANSWERED, CaseView, Decision, Profile, Step, agenda_number,
                              allowed_actions)
 from bridge.worktime import SlaPolicy
@@ -43,6 +44,19 @@ PURPOSES = {"ticket": "balasan nomor tiket", "question": "pertanyaan (!tanya)",
             "rejection": "pemberitahuan penolakan", "answer": "jawaban", "notice": "pesan"}
 
 
+@dataclass(frozen=True)
+class Complaint:
+    """A complaint as the conversation collected it (the format's fields and the evidence)."""
+
+    text: str
+    name: str | None = None
+    nik: str | None = None
+    nik_problem: str | None = None      # why there is no checked NIK: flagged on the card
+    service: str | None = None
+    confidential: bool = False
+    evidence: tuple[InboundMessage, ...] = ()
+
+
 def view(case: Row) -> CaseView:
     return CaseView(step=case["step"], state=case["state"], has_draft=bool(case["answer_draft"]),
                     approved=bool(case["approved_at"]), drafted_by=case["drafted_by"])
@@ -50,7 +64,10 @@ def view(case: Row) -> CaseView:
 
 class Cases:
     def __init__(self, profile: Profile, outbox: Outbox, clock: Clock, policy: SlaPolicy,
-                 units: tuple[Unit, ...] = ()) -> None:
+                 units: tuple[Unit, ...] = (), texts: Texts | None = None) -> None:
+        self.texts = texts or Texts.load()
+        # Called when the citizen has the answer (the conversation asks for a rating).
+        self.on_answered: Callable[[Tx, Row], Awaitable[None]] | None = None
         self.profile = profile
         self.outbox = outbox
         self.clock = clock
@@ -79,18 +96,24 @@ class Cases:
         return now.astimezone(self.calendar.tz).year
 
     # -- citizen side ----------------------------------------------------------------
-    async def open(self, tx: Tx, citizen: Row, msg: InboundMessage, *, category: str | None = None) -> Row:
-        """A new case from a citizen's first message: ticket, card, and the reply."""
+    async def open(self, tx: Tx, citizen: Row, msg: InboundMessage, *, category: str | None = None,
+                   complaint: Complaint | None = None) -> Row:
+        """A new case from a complaint (``msg`` is the message that completed it): ticket,
+        card, the evidence in its thread, and the reply."""
+        complaint = complaint or Complaint(text=msg.text, evidence=(msg,) if msg.attachments else ())
         now = self.clock()
         ticket = ticket_number(self._year(now), await tx.next_in_sequence(f"ticket/{self._year(now)}"))
         step = self.profile.first_staff_step
         warn_at, due_at = self.policy.deadlines(now, self.profile.total_minutes)
         linked = await tx.last_answered_case_of(citizen["id"], now - timedelta(days=LINK_DAYS))
         case_id = await tx.create_case(
-            ticket=ticket, citizen_id=citizen["id"], channel=msg.channel, summary=msg.text[:2000],
+            ticket=ticket, citizen_id=citizen["id"], channel=msg.channel, summary=complaint.text[:4000],
             step=step.id, holder_role=step.role, opened_at=now, due_at=due_at, step_due_at=None,
             category=category, linked_case_id=linked["id"] if linked else None)
-        await tx.update_case(case_id, warn_at=warn_at, unit=self.unit_for(category), **self._enter(step, now))
+        await tx.update_case(case_id, warn_at=warn_at, unit=self.unit_for(category), citizen_name=complaint.name,
+                             nik=complaint.nik, nik_problem=complaint.nik_problem,
+                             confidential=int(complaint.confidential), **self._enter(step, now))
+        await tx.link_inbound(msg.channel, [m.external_id for m in (*complaint.evidence, msg)], case_id)
         await self._schedule(tx, case_id)
         await tx.add_event(case_id, at=now, actor=BOT, kind="opened", to_step=step.id,
                            note=f"Pengaduan diterima lewat {msgs.CHANNEL_NAMES.get(msg.channel, msg.channel)}",
@@ -98,18 +121,21 @@ class Cases:
         case = await tx.get_case(case_id)
         assert case is not None
         room = self.holder_room(case)
-        await self.outbox.card(tx, case_id, room, (await self._card(tx, case, citizen, room, msg)).content(), ticket)
-        await self._attachments(tx, case_id, room, msg)
+        await self.outbox.card(tx, case_id, room, (await self._card(tx, case, citizen, room)).content(), ticket)
+        for evidence in complaint.evidence:
+            await self._attachments(tx, case_id, room, evidence, caption=evidence.text)
         await self._reactions(tx, case, room)
         opens = None if self.calendar.is_open(now) else self.calendar.next_open(now)
-        await self.outbox.citizen_text(
-            tx, case_id, msg.channel, citizen["address"],
-            msgs.ticket_reply(ticket, self.profile.total_minutes, citizen["name"], due_at, opens),
-            reply_to=msg.external_id, purpose="ticket")
+        text = self.texts.render("ticket_reply", ticket=ticket, name=msgs.greeting_name(complaint.name or citizen["name"]),
+                                 time=msgs.duration(self.profile.total_minutes), due=msgs.local_day_time(due_at))
+        if opens is not None:
+            text += "\n" + self.texts.render("ticket_reply_after_hours", opens=msgs.local_day_time(opens))
+        await self.outbox.citizen_text(tx, case_id, msg.channel, citizen["address"], text,
+                                       reply_to=msg.external_id, purpose="ticket", ticket=ticket)
         return case
 
     async def add_citizen_message(self, tx: Tx, case: Row, citizen: Row, msg: InboundMessage,
-                                  *, answers: bool = True) -> None:
+                                  *, answers: bool = True, note: str | None = None) -> None:
         """A later message of the citizen: into the card's thread and the audit trail.
 
         While the case waits for the citizen (``!tanya``), a message that ``answers`` (one
@@ -125,8 +151,8 @@ class Cases:
             # An image or document carries its caption, as the citizen sent it.
             await self._attachments(tx, case["id"], room, msg, caption=msg.text)
         else:
-            await self.outbox.thread(tx, case["id"], room,
-                                     msgs.citizen_followup(msg, citizen["name"]).content())
+            who = "Pemohon" if case["confidential"] and not room.startswith("admin") else citizen["name"]
+            await self.outbox.thread(tx, case["id"], room, msgs.citizen_followup(msg, who, note).content())
         if case["state"] == "waiting" and answers:
             await self._resume(tx, case, CITIZEN, "citizen_answered", None,
                                msgs.back_from_waiting(self.profile.step(case["step"])))
@@ -221,17 +247,17 @@ class Cases:
         await self.outbox.thread(tx, new["id"], old_room,
                                  msgs.confirmation(d.action, actor, role, step, new, text,
                                                    old["agenda_number"] if d.withdraws else None).notice())
-        said = msgs.to_citizen(d.action, new, text)
+        said = self.to_citizen(d.action, new, text)
         if said is not None:
             purpose = {"reject": "rejection", "ask": "question", "send": "answer"}[d.action]
             await self.outbox.citizen_text(tx, new["id"], new["channel"], citizen["address"], said,
-                                           purpose=purpose)
+                                           purpose=purpose, ticket=new["ticket"])
         new_room = self.holder_room(new)
         if new_room != old_room and new["state"] != "closed":
             # Escalation (or a return): a new card where the case now lives, the citizen's
             # files and messages in its thread (staff there are not in the old room), and a
             # pointer here.
-            card = await self._card(tx, new, citizen, new_room, None, new_card=True)
+            card = await self._card(tx, new, citizen, new_room, new_card=True)
             await self.outbox.card(tx, new["id"], new_room, card.content(), new["ticket"])
             await self.outbox.evidence(tx, new["id"], new_room)
             await self.outbox.pointer(tx, new["id"], old_room, new_room, step.name)
@@ -242,7 +268,7 @@ class Cases:
         elif d.moves or d.action == "answer" or new["state"] != old["state"]:
             # Same room: the card itself shows the new step, deadline and draft.
             live = await tx.get_card(new["id"], new_room)
-            card = await self._card(tx, new, citizen, new_room, None, event_id=live["event_id"] if live else None)
+            card = await self._card(tx, new, citizen, new_room, event_id=live["event_id"] if live else None)
             await self.outbox.card_edit(tx, new["id"], new_room, card.content())
         await self._reactions(tx, new, new_room)
 
@@ -257,7 +283,7 @@ class Cases:
         assert row is not None
         return row
 
-    async def _card(self, tx: Tx, case: Row, citizen: Row, room: str, msg: InboundMessage | None,
+    async def _card(self, tx: Tx, case: Row, citizen: Row, room: str,
                     *, new_card: bool = False, event_id: str | None = None,
                     elsewhere: tuple[str, str | None] | None = None) -> msgs.Rich:
         """A card of the case in ``room``: a new one, or (``event_id``) one posted before."""
@@ -265,12 +291,10 @@ class Cases:
         linked = await tx.get_case(case["linked_case_id"]) if case["linked_case_id"] else None
         linked_posts = await tx.card_posts(linked["id"]) if linked else []
         posts = await tx.card_posts(case["id"])
-        if msg is None:                  # a later rendering: the complaint's first message
-            first = await tx.case_messages(case["id"])
-            msg = first[0][1] if first else None
+        files = [a for _, m in await tx.case_messages(case["id"]) for a in m.attachments]
         return msgs.case_card(
-            case=case, citizen=citizen, step=step, text=msg.text if msg else case["summary"],
-            attachments=msgs.describe_attachments(msg.attachments) if msg else [],
+            case=case, citizen=citizen, step=step, text=case["summary"],
+            attachments=msgs.describe_attachments(files),
             room_role=room.partition(":")[0],
             linked=(linked["ticket"], _link(linked_posts[-1]) if linked_posts else None) if linked else None,
             history=await tx.case_events(case["id"]), elsewhere=elsewhere,
@@ -292,7 +316,7 @@ class Cases:
             step = self.profile.step(case["step"])
             role = msgs.ROLE_NAMES.get(case["holder_role"], case["holder_role"])
             elsewhere = (f"di ruang {role}, langkah {step.name}", _link(live))
-        card = await self._card(tx, case, citizen, post["room_key"], None, event_id=post["event_id"],
+        card = await self._card(tx, case, citizen, post["room_key"], event_id=post["event_id"],
                                 elsewhere=elsewhere)
         return card.content()
 
@@ -305,6 +329,12 @@ class Cases:
         assert case is not None
         purpose = delivery["purpose"] or "notice"
         error = f"{st.error_code or ''} {st.error_title or ''}".strip()
+        if st.status == "failed" and st.error_code == WINDOW_CLOSED and purpose in HOLDABLE and delivery["outbox_id"]:
+            # Outside the 24-hour window after all: it waits for the citizen, as held messages do.
+            payload = await tx.outbox_payload(delivery["outbox_id"])
+            if payload is not None:
+                await self.outbox.citizen_text(tx, case["id"], **{**payload, "window_closed": True})
+                return
         if purpose == "answer":
             if st.status in ("delivered", "read"):
                 await self.answer_delivered(tx, case, st.status)
@@ -315,6 +345,18 @@ class Cases:
                                          msgs.delivery_status(case["ticket"], st.status).notice())
         elif st.status == "failed":
             await self.message_failed(tx, case, purpose, error)
+
+    async def message_held(self, tx: Tx, case_id: int, purpose: str, template: str) -> None:
+        """A message to the citizen waits for their window: the thread says so; a waiting
+        answer stops the office's clocks (its part is done once the template went out)."""
+        case = await tx.get_case(case_id)
+        assert case is not None
+        if purpose == "answer":
+            await self.answer_taken(tx, case_id)
+        await tx.add_event(case_id, at=self.clock(), actor=BOT, kind="held", from_step=case["step"],
+                           to_step=case["step"], note=PURPOSES.get(purpose, purpose), data={"template": template})
+        await self.outbox.thread(tx, case_id, self.holder_room(case),
+                                 msgs.held(case["ticket"], PURPOSES.get(purpose, purpose), template).notice())
 
     async def answer_taken(self, tx: Tx, case_id: int) -> None:
         """The channel took the answer: the office's part is done, so the SLA clocks stop.
@@ -330,6 +372,8 @@ class Cases:
             return
         await self._close_answered(tx, case, "answer_delivered", status,
                                    msgs.delivery_status(case["ticket"], status))
+        if self.on_answered is not None:
+            await self.on_answered(tx, case)
 
     async def answer_unconfirmed(self, tx: Tx, case: Row) -> None:
         """The citizen writes again after the channel took the answer, with no receipt yet:
@@ -347,9 +391,39 @@ class Cases:
         await self._reactions(tx, case, room, keys=())
         await self.outbox.cards_update(tx, case["id"])
 
-    def answer_awaits_receipt(self, case: Row) -> bool:
-        """The answer went out and only the citizen's receipt is missing."""
-        return bool(case["answer_sent_at"]) and case["state"] == "open" and case["step"] == self.profile.final_step.id
+    async def answer_awaits_receipt(self, tx: Tx, case: Row) -> bool:
+        """The channel took the answer itself (not only a template saying it waits), and
+        only the citizen's receipt is missing."""
+        if case["state"] != "open" or case["step"] != self.profile.final_step.id:
+            return False
+        taken = await tx.answer_delivery(case["id"])
+        return (taken is not None and taken["status"] != "failed"
+                and not await tx.answer_on_its_way(case["id"]))
+
+    def to_citizen(self, action: str, case: Row, text: str) -> str | None:
+        """What a staff action says to the citizen (None: nothing), in the office's texts."""
+        if action == "reject":
+            return self.texts.render("rejected", ticket=case["ticket"], reason=text)
+        if action == "ask":
+            return self.texts.render("question", ticket=case["ticket"], question=text)
+        if action == "send":
+            answer = case["answer_draft"] or ""
+            agenda = self.texts.render("answer_agenda", agenda=case["agenda_number"]) if case["agenda_number"] else ""
+            return self.texts.render("answer", ticket=case["ticket"], answer=answer, agenda=agenda)
+        return None
+
+    def too_long(self, action: str, case: Row, text: str) -> str | None:
+        """Why staff text would not fit one message to the citizen with what the bot adds
+        (for an answer: the longest agenda number), or None when it fits."""
+        if action == "answer":
+            agenda = self.profile.agenda_format.format(seq=999999, year=9999) if self.profile.agenda_format else None
+            said = self.to_citizen("send", {**case, "answer_draft": text, "agenda_number": agenda}, text)
+        else:
+            said = self.to_citizen(action, case, text)
+        if said is None or len(said) <= msgs.CITIZEN_TEXT_MAX:
+            return None
+        room = msgs.CITIZEN_TEXT_MAX - (len(said) - len(text))
+        return msgs.too_long(len(text), room)
 
     async def message_failed(self, tx: Tx, case: Row, purpose: str, error: str) -> None:
         """A message to the citizen other than the answer failed: staff see it in the thread.

@@ -62,6 +62,15 @@ class SlaSettings:
 
 
 @dataclass(frozen=True)
+class Template:
+    """An approved WhatsApp message template: the ticket number is its one body parameter,
+    and it has one quick-reply button."""
+
+    name: str
+    language: str
+
+
+@dataclass(frozen=True)
 class WhatsAppSettings:
     enabled: bool
     graph_url: str
@@ -70,6 +79,21 @@ class WhatsAppSettings:
     token: str
     app_secret: str
     verify_token: str
+    # Outside the 24-hour window, by purpose of the waiting message: answer, question,
+    # rejection (a purpose without its own uses the answer's).
+    templates: dict[str, Template] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CitizenSettings:
+    """The citizen's side of the conversation ([citizen])."""
+
+    ask_nik: bool = True             # the guided path asks for the NIK
+    idle_hours: float = 24.0         # an unfinished conversation expires after this
+    thanks_days: int = 3             # "terima kasih" this soon after an answer opens nothing
+    confidential: bool = False       # every complaint is rahasia unless the citizen says otherwise
+    rating: bool = True              # ask for a rating after the answer is delivered
+    texts: Path | None = None        # the office's texts.toml (overrides bridge/texts.toml)
 
 
 @dataclass(frozen=True)
@@ -90,6 +114,7 @@ class Settings:
     sop: Profile
     sla: SlaSettings
     units: tuple[UnitSettings, ...] = ()
+    citizen: CitizenSettings = CitizenSettings()
     log_format: str = "text"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -152,6 +177,7 @@ def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path,
         token=r.secret("WHATSAPP_TOKEN", "whatsapp") if enabled_wa else "",
         app_secret=r.secret("WHATSAPP_APP_SECRET", "whatsapp") if enabled_wa else "",
         verify_token=r.secret("WHATSAPP_VERIFY_TOKEN", "whatsapp") if enabled_wa else "",
+        templates=_templates(r),
     )
     if enabled_wa and not whatsapp.phone_number_id.isdigit():
         raise ConfigError("[whatsapp] phone_number_id: must be the digits of the phone number id from Meta")
@@ -176,7 +202,41 @@ def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path,
         raise ConfigError(f"[logging] format: must be \"text\" or \"json\", not {log_format!r}")
     return Settings(matrix=matrix, rooms=rooms, staff=staff, whatsapp=whatsapp, http=http,
                     database_path=db, data_dir=db.parent, sop=profile, units=_units(data), sla=_sla(data),
-                    log_format=log_format, raw=data)
+                    citizen=_citizen(r, base_dir), log_format=log_format, raw=data)
+
+
+TEMPLATE_PURPOSES = ("answer", "question", "rejection")
+
+
+def _templates(r: "_Reader") -> dict[str, Template]:
+    table = r.get("whatsapp", "templates", dict, {})
+    out = {}
+    for purpose, spec in table.items():
+        where = f"[whatsapp.templates.{purpose}]"
+        if purpose not in TEMPLATE_PURPOSES:
+            raise ConfigError(f"{where}: unknown purpose (one of {', '.join(TEMPLATE_PURPOSES)})")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"].strip():
+            raise ConfigError(f"{where} name: missing (the template's name as approved by Meta)")
+        language = spec.get("language", "id")
+        if not isinstance(language, str) or not re.match(r"^[a-z]{2,3}(_[A-Z]{2})?$", language):
+            raise ConfigError(f"{where} language: {language!r} is not a language code like \"id\"")
+        out[purpose] = Template(spec["name"].strip(), language)
+    return out
+
+
+def _citizen(r: "_Reader", base_dir: Path) -> CitizenSettings:
+    idle = r.get("citizen", "idle_hours", (int, float), 24)
+    days = r.get("citizen", "thanks_days", int, 3)
+    if idle <= 0 or days < 0:
+        raise ConfigError("[citizen] idle_hours must be positive and thanks_days not negative")
+    texts = r.get("citizen", "texts", str, "")
+    path = (base_dir / texts) if texts else (base_dir / "texts.toml")
+    if texts and not path.is_file():
+        raise ConfigError(f"[citizen] texts: {path} not found")
+    return CitizenSettings(
+        ask_nik=r.get("citizen", "ask_nik", bool, True), idle_hours=float(idle), thanks_days=days,
+        confidential=r.get("citizen", "confidential", bool, False), rating=r.get("citizen", "rating", bool, True),
+        texts=path if path.is_file() else None)
 
 
 def _sla(data: dict[str, Any]) -> SlaSettings:

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from bridge import outbox as ob
-from bridge.channels.base import Attachment, Channel, StatusUpdate
+from bridge.channels.base import Attachment, Channel, Choice, StatusUpdate
 from bridge import transcript
-from bridge.clock import Clock
+from bridge.clock import Clock, parse_ts
 from bridge.errors import DeliveryError
 from bridge.matrix import MatrixBot
-from bridge.outbox import Delivery, Dispatcher, Finish
+from bridge.outbox import HELD_PAYLOAD, HOLDABLE, WINDOW_CLOSED, Delivery, Dispatcher, Finish
 from bridge import messages as msgs
 from bridge.messages import ACTION_REACTIONS
 from bridge.store import Row, Store, Tx
@@ -34,6 +35,9 @@ _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp",
 # was taken (Cases.answer_taken): called inside the transaction that records a send.
 StatusHandler = Callable[[Tx, Row, StatusUpdate], Awaitable[None]]
 AnswerTaken = Callable[[Tx, int], Awaitable[None]]
+# A message to the citizen waits for their window (Cases.message_held), with the template's name.
+Held = Callable[[Tx, int, str, str], Awaitable[None]]
+
 # What an earlier card of a case says now (Cases.earlier_card); None for the live card.
 CardRenderer = Callable[[Tx, int, Row], Awaitable["dict[str, Any] | None"]]
 
@@ -46,7 +50,8 @@ def thread_relation(root: str) -> dict[str, Any]:
 class Effects:
     def __init__(self, store: Store, matrix: MatrixBot, channels: dict[str, Channel], clock: Clock,
                  media_dir: Path, *, on_status: StatusHandler, on_answer_taken: AnswerTaken,
-                 earlier_card: CardRenderer, profile: Profile) -> None:
+                 earlier_card: CardRenderer, profile: Profile, on_held: Held) -> None:
+        self.on_held = on_held
         self.profile = profile
         self.on_status = on_status
         self.earlier_card = earlier_card
@@ -243,8 +248,15 @@ class Effects:
 
     async def citizen_text(self, d: Delivery) -> Finish:
         p = d.payload
-        external_id = await self._channel(p["channel"]).send_text(p["address"], p["text"],
-                                                                  reply_to=p.get("reply_to"))
+        channel = self._channel(p["channel"])
+        purpose = p.get("purpose")
+        if channel.window_hours is not None and purpose in (*HOLDABLE, "rating") and (
+                p.get("window_closed") or await self._outside_window(channel, p)):
+            if purpose == "rating":
+                return _result(skipped="outside the window: no template is spent on a rating")
+            return await self._hold(d, channel)
+        external_id = await channel.send_text(p["address"], p["text"], reply_to=p.get("reply_to"),
+                                              choices=[Choice.from_dict(c) for c in p.get("choices", ())])
 
         async def finish(tx: Tx) -> dict[str, Any]:
             early = await tx.record_delivery(p["channel"], external_id, outbox_id=d.id,
@@ -257,6 +269,40 @@ class Effects:
                 if moved:
                     await self.on_status(tx, moved, st)
             return {"external_id": external_id}
+        return finish
+
+    async def _outside_window(self, channel: Channel, p: dict[str, Any]) -> bool:
+        """Whether the citizen's last message is older than the channel's window (the store's clock)."""
+        async with self.store.reading() as tx:
+            citizen = await tx.citizen_by_address(p["channel"], p["address"])
+        last = parse_ts(citizen["last_inbound_at"]) if citizen and citizen["last_inbound_at"] else None
+        return last is None or self.clock() - last > timedelta(hours=channel.window_hours or 0)
+
+    async def _hold(self, d: Delivery, channel: Channel) -> Finish:
+        """Outside the window: the office's approved template says something waits (with the
+        ticket, and a button), and the message waits until the citizen writes."""
+        p = d.payload
+        template = channel.templates.get(p["purpose"]) or channel.templates.get("answer")
+        if template is None:
+            # Nothing may reach the citizen now: a failure staff see (and can act on).
+            raise DeliveryError(f"{WINDOW_CLOSED}: lebih dari 24 jam sejak pesan terakhir pemohon, dan tidak ada "
+                                "template yang diatur ([whatsapp.templates])", transient=False, code=WINDOW_CLOSED)
+        if "template_id" not in d.progress:
+            await d.save_progress(template_id=await channel.send_template(
+                p["address"], template.name, template.language, [p.get("ticket") or "-"],
+                button_payload=HELD_PAYLOAD))
+        template_id = d.progress["template_id"]
+
+        async def finish(tx: Tx) -> dict[str, Any]:
+            citizen = await tx.citizen_by_address(p["channel"], p["address"])
+            assert citizen is not None
+            await tx.hold_message(citizen["id"], d.row["case_id"],
+                                  {k: v for k, v in p.items() if k != "window_closed"}, self.clock())
+            await tx.record_delivery(p["channel"], template_id, outbox_id=d.id, case_id=d.row["case_id"],
+                                     at=self.clock(), purpose="template")
+            if d.row["case_id"]:
+                await self.on_held(tx, d.row["case_id"], p["purpose"], template.name)
+            return {"held": True, "template_id": template_id}
         return finish
 
     async def mark_read(self, d: Delivery) -> None:

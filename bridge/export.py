@@ -27,7 +27,7 @@ from bridge.messages import CHANNEL_NAMES, STATE_NAMES
 from bridge.store import Row, Store, Tx
 from bridge.workflow import Profile, Step
 from bridge.worktime import WorkCalendar
-from schedules.digest import step_durations
+from schedules.digest import RatingFigures, step_durations
 
 BULAN = ("Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli", "Agustus", "September",
          "Oktober", "November", "Desember")
@@ -38,7 +38,8 @@ _ALL_TIME = (datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzi
 # The report's columns, then one "<step> (menit, SOP n)" per step with SOP minutes.
 # No rating column yet: the citizen's rating of the answer is a later issue; add it here then.
 COLUMNS = ("Nomor tiket", "Diterima", "Selesai", "Saluran", "Layanan", "Langkah terakhir", "Hasil",
-           "Waktu total (menit)", "Target SOP (menit)", "Tepat waktu", "Nomor agenda", "Nomor agenda batal")
+           "Waktu total (menit)", "Target SOP (menit)", "Tepat waktu", "Nomor agenda", "Nomor agenda batal",
+           "Penilaian (1-5)", "Komentar pemohon")
 
 
 def step_column(name: str, minutes: int) -> str:
@@ -84,6 +85,7 @@ async def month_rows(tx: Tx, profile: Profile, calendar: WorkCalendar, month: st
     for e in await tx.events_of_cases_opened_between(start, end):
         events[e["case_id"]].append(e)
     steps = {s.id: s for s in profile.steps}
+    ratings = await tx.ratings_of_cases_opened_between(start, end)
     rows = []
     for case in await tx.cases_opened_between(start, end):
         spent: dict[str, float] = defaultdict(float)
@@ -108,6 +110,8 @@ async def month_rows(tx: Tx, profile: Profile, calendar: WorkCalendar, month: st
             "Nomor agenda batal": ", ".join(
                 d["void_agenda_number"] for d in (json.loads(e["data"]) for e in events[case["id"]] if e["data"])
                 if d.get("void_agenda_number")) or None,
+            "Penilaian (1-5)": ratings[case["id"]]["score"] if case["id"] in ratings else None,
+            "Komentar pemohon": ratings[case["id"]]["comment"] if case["id"] in ratings else None,
         }
         for s in reported_steps(profile):
             row[step_column(s.name, s.minutes)] = whole_minutes(spent[s.id]) if s.id in spent else None
@@ -162,15 +166,26 @@ def write_xlsx(rows: Sequence[dict[str, Any]], path: Path, *, title: str, sheet:
     on_time = sum(1 for r in decided if r["Tepat waktu"] == "Ya")
     ws.append([])
     # The summary: each figure after its own label (an empty month has no percentage).
+    scores = RatingFigures([r["Penilaian (1-5)"] for r in rows if r.get("Penilaian (1-5)")])
     ws.append(["Jumlah pengaduan", len(rows), "Selesai", len(decided), "Tepat waktu", on_time,
                "Tepat waktu (% dari selesai)", on_time / len(decided) if decided else None])
+    ws.cell(ws.max_row, 8).number_format = "0.0%"
+    _bold_labels(ws)
+    # The citizens' ratings (IKM): how many, the average, and the spread over the five scores.
+    ws.append(["Jumlah penilaian", scores.count, "Rata-rata penilaian (1-5)",
+               round(scores.average, 2) if scores.average is not None else None,
+               *(x for n, c in scores.spread.items() for x in (f"Nilai {n}", c))])
+    _bold_labels(ws)
+    wb.save(path)
+
+
+def _bold_labels(ws: Any) -> None:
+    """The last row in bold, each label wide enough to be read whole, not cut by its figure."""
     for cell in ws[ws.max_row]:
         cell.font = Font(bold=True)
-        if isinstance(cell.value, str):            # a label is read whole, not cut by its figure
+        if isinstance(cell.value, str):
             width = ws.column_dimensions[cell.column_letter].width
             ws.column_dimensions[cell.column_letter].width = max(width, len(cell.value) + 2)
-    ws.cell(ws.max_row, 8).number_format = "0.0%"
-    wb.save(path)
 
 
 def _shown(value: Any) -> str:

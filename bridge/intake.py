@@ -7,13 +7,12 @@ leaves it either untouched (and processed after the restart) or fully done. A ro
 processing keeps failing is set aside after ``MAX_ATTEMPTS`` (state 'failed', told to
 the admin room once), so one bad message never stops the others.
 
-This is the simple intake: the first message opens a case. The complaint format and the
-guided questions come with the citizen conversation.
+What a citizen wrote or sent goes to the conversation (bridge/conversation.py): the
+complaint format, questions, status, follow-ups to open cases, the rating.
 """
 from __future__ import annotations
 
 import logging
-import re
 from typing import Sequence
 
 from bridge import messages as msgs
@@ -21,9 +20,10 @@ from bridge.cases import Cases
 from bridge.channels import base as K
 from bridge.channels.base import InboundMessage, StatusUpdate
 from bridge.clock import Clock
+from bridge.conversation import Conversation
 from bridge.outbox import Outbox
 from bridge.privacy import mask_phone
-from bridge.store import Store, Tx
+from bridge.store import Row, Store, Tx
 from bridge.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,12 @@ RETRY_SECONDS = 1.0        # a failed message is tried again this soon (MAX_ATTE
 class Intake(Worker):
     name = "intake"
 
-    def __init__(self, store: Store, cases: Cases, outbox: Outbox, clock: Clock) -> None:
+    def __init__(self, store: Store, cases: Cases, outbox: Outbox, clock: Clock,
+                 conversation: Conversation) -> None:
         super().__init__()
         self.store = store
         self.cases = cases
+        self.conversation = conversation
         self.outbox = outbox
         self.clock = clock
         self._retrying = False
@@ -110,38 +112,36 @@ class Intake(Worker):
 
     async def _process(self, tx: Tx, inbound_id: int, msg: InboundMessage) -> None:
         if msg.kind == K.SYSTEM:
+            # A changed number or user id: the same person keeps their citizen and cases.
+            if msg.new_address:
+                await tx.relink_citizen(msg.channel, msg.address, address=msg.new_address, user_id=msg.user_id)
+            if msg.previous_user_id:
+                await tx.relink_citizen(msg.channel, msg.previous_user_id, user_id=msg.user_id)
             await tx.finish_inbound(inbound_id, case_id=None, state="ignored")
             return
-        citizen_id = await tx.upsert_citizen(msg.channel, msg.address, name=msg.name,
-                                             user_id=msg.user_id, at=msg.at)
+        citizen_id = await tx.upsert_citizen(msg.channel, msg.address, name=msg.name, user_id=msg.user_id,
+                                             username=msg.username, at=msg.at)
         citizen = await tx.get_citizen(citizen_id)
         assert citizen is not None
-        case = await tx.open_case_of(citizen_id)
+        case_id: int | None = None
         if msg.kind in K.CASE_KINDS:
-            await self.outbox.mark_read(tx, msg.channel, msg.address, msg.external_id)
-            if case is not None and self.cases.answer_awaits_receipt(case):
-                # The answer went out; writing again means they have it. This is new.
-                await self.cases.answer_unconfirmed(tx, case)
-                case = None
-            if case is None:
-                case = await self.cases.open(tx, citizen, msg, category=category_of(msg.text))
-                log.info("intake: %s opened for %s", case["ticket"], mask_phone(msg.address))
-            else:
-                await self.cases.add_citizen_message(tx, case, citizen, msg)
-        elif case is not None:
+            await self.outbox.mark_read(tx, msg.channel, citizen["address"], msg.external_id)
+            case_id = await self.conversation.handle(tx, citizen, msg)
+        elif (case := await self._case_about(tx, citizen, msg)) is not None:
             # A reaction, an edit, a deleted or unsupported message: staff should see it,
             # but it answers no question (only what the citizen wrote or sent does).
             await self.cases.add_citizen_message(tx, case, citizen, msg, answers=False)
+            case_id = case["id"]
         elif msg.kind == K.UNSUPPORTED:
-            await self.outbox.citizen_text(tx, None, msg.channel, msg.address, msgs.UNSUPPORTED_REPLY)
-        await tx.finish_inbound(inbound_id, case_id=case["id"] if case else None,
-                                state="done" if case else "ignored")
+            await self.outbox.citizen_text(tx, None, msg.channel, citizen["address"],
+                                           self.cases.texts.render("unsupported"), purpose="notice")
+        await tx.finish_inbound(inbound_id, case_id=case_id, state="done" if case_id else "ignored")
 
-
-CATEGORY_LINE = re.compile(r"^\s*layanan\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
-
-
-def category_of(text: str) -> str | None:
-    """The service a complaint is about, from a "Layanan: ..." line of the complaint format."""
-    m = CATEGORY_LINE.search(text)
-    return m.group(1)[:60] if m else None
+    async def _case_about(self, tx: Tx, citizen: Row, msg: InboundMessage) -> Row | None:
+        """The open case a reaction, edit or deletion is about: its message's, else the newest."""
+        if msg.target_id:
+            case_id = await tx.case_of_message(msg.channel, msg.target_id)
+            case = await tx.get_case(case_id) if case_id else None
+            if case is not None and case["state"] != "closed":
+                return case
+        return await tx.open_case_of(citizen["id"])

@@ -87,21 +87,7 @@ class Rich:
         return Rich(body + tail, multiline(body + tail))
 
 
-# -- to the citizen --------------------------------------------------------------------
-def ticket_reply(ticket: str, total_minutes: int, name: str | None, due_at: datetime,
-                 opens_at: datetime | None = None) -> str:
-    """The first answer: the ticket, the SOP's time, and when the office starts if closed now."""
-    greeting = f"Terima kasih, {name.strip()}" if name else "Terima kasih"
-    greeting += "" if greeting.endswith(".") else "."      # "Siti A." ends its own sentence
-    lines = [f"{greeting} Pengaduan Anda sudah kami terima dengan nomor tiket {ticket}.",
-             f"Perkiraan waktu penyelesaian: {duration(total_minutes)} waktu kerja "
-             f"(paling lambat {local_day_time(due_at)})."]
-    if opens_at is not None:
-        lines.append(f"Saat ini di luar jam kerja; petugas kami mulai menanganinya {local_day_time(opens_at)}.")
-    lines.append("Pesan dan lampiran yang Anda kirim berikutnya akan kami tambahkan ke pengaduan ini.")
-    return "\n".join(lines)
-
-
+# -- times, as citizens and staff read them ------------------------------------------------
 DAY_NAMES = ("Senin", "Selasa", "Rabu", "Kamis", "Jumat", "Sabtu", "Minggu")
 
 
@@ -109,6 +95,21 @@ def local_day_time(dt: datetime) -> str:
     """'Senin, 23-11-2026 pukul 07:30 WIB'"""
     local = dt.astimezone(DISPLAY_TZ)
     return f"{DAY_NAMES[local.weekday()]}, {local.strftime('%d-%m-%Y')} pukul {local.strftime('%H:%M')} {tz_label()}"
+
+
+def office_hours(hours: dict[int, list[tuple[Any, Any]]]) -> str:
+    """'Senin–Kamis 07.30–16.00, Jumat 07.30–11.30 dan 13.00–16.30 WIB' from a calendar's periods."""
+    def spans(day: int) -> str:
+        return " dan ".join(f"{a.strftime('%H.%M')}–{b.strftime('%H.%M')}" for a, b in hours.get(day, []))
+    groups: list[tuple[int, int, str]] = []
+    for day in range(7):
+        text = spans(day)
+        if text and groups and groups[-1][2] == text and groups[-1][1] == day - 1:
+            groups[-1] = (groups[-1][0], day, text)
+        elif text:
+            groups.append((day, day, text))
+    return ", ".join((DAY_NAMES[a] if a == b else f"{DAY_NAMES[a]}–{DAY_NAMES[b]}") + f" {t}"
+                     for a, b, t in groups) + f" {tz_label()}"
 
 
 def tz_label() -> str:
@@ -119,10 +120,6 @@ def set_display_timezone(name: str) -> None:
     """Times staff and citizens read are in the office's timezone ([sla] timezone)."""
     global DISPLAY_TZ
     DISPLAY_TZ = ZoneInfo(name)
-
-
-UNSUPPORTED_REPLY = ("Maaf, jenis pesan ini belum dapat kami proses. Silakan kirim pengaduan "
-                     "Anda dalam bentuk teks, foto, atau dokumen.")
 
 
 # -- to staff ----------------------------------------------------------------------------
@@ -153,25 +150,28 @@ def case_card(*, case: Row, citizen: Row, step: "Step", text: str, attachments: 
     """
     ticket = case["ticket"]
     via = CHANNEL_NAMES.get(case["channel"], case["channel"])
-    number = citizen["address"] if room_role == "admin" else mask_phone(citizen["address"])
-    nik = NIK_LINE.search(text or "")
+    admin = room_role == "admin"
+    found = NIK_LINE.search(text or "")
+    nik = case.get("nik") or (found.group(1) if found else None)
     text = mask_nik(text) if text else "(tanpa teks)"
     opened = local_time(parse_ts(case["opened_at"]))
     due = local_time(parse_ts(case["due_at"])) if case["due_at"] else "-"
     step_due = local_time(parse_ts(case["step_due_at"]), date=False) if case["step_due_at"] else "-"
     head = "Pengaduan diteruskan" if escalated else "Pengaduan baru"
-    rows: list[CardRow] = [
-        ("Pemohon", f"{citizen['name'] or '(tanpa nama)'} · {via} {number}", None),
-        ("Diterima", f"{opened} · selesai paling lambat {due}", None),
-    ]
+    rows: list[CardRow] = [("Pemohon", citizen_line(case, citizen, via, admin), None),
+                           ("Diterima", f"{opened} · selesai paling lambat {due}", None)]
     if case["state"] == "closed":
         rows.append(("Selesai", f"{case['outcome'] or '-'} · {local_time(parse_ts(case['closed_at']))}", None))
     elif elsewhere is not None:
         rows.append(("Sekarang", elsewhere[0], elsewhere[1]))
     else:
         rows.append(("Langkah", f"{step.name} ({ROLE_NAMES.get(step.role, step.role)}), tenggat {step_due}", None))
-    if nik:
-        rows.append(("NIK", mask_nik(nik.group(1)), None))
+    if not case.get("confidential") or admin:
+        # The admin checks the NIK against SIAK; every other room sees it masked.
+        if nik:
+            rows.append(("NIK", nik if admin else mask_nik(nik), None))
+        elif case.get("nik_problem"):
+            rows.append(("NIK", f"⚠️ tidak ada NIK yang valid ({case['nik_problem']})", None))
     if case["category"]:
         rows.append(("Layanan", case["category"], None))
     if attachments:
@@ -190,6 +190,25 @@ def case_card(*, case: Row, citizen: Row, step: "Step", text: str, attachments: 
         if keep == 0 or card.size() <= MAX_EVENT_BYTES:
             return card.fit()
         keep //= 2
+
+
+def citizen_line(case: Row, citizen: Row, via: str, admin: bool) -> str:
+    """Who complains, as a room may see it: the admin room whole (they may call back),
+    other rooms with the number masked, and for a confidential case nothing at all."""
+    if case.get("confidential") and not admin:
+        return f"(dirahasiakan) · {via}"
+    name = case.get("citizen_name") or citizen["name"] or "(tanpa nama)"
+    if citizen.get("username"):
+        name += f" (@{citizen['username']})"
+    address = citizen["address"]
+    if address == citizen.get("user_id"):           # known by a username only: no number to show
+        return f"{name} · {via}"
+    return f"{name} · {via} {address if admin else mask_phone(address)}"
+
+
+def greeting_name(name: str | None) -> str:
+    """A name to greet with: "Siti A." stays "Siti A" before the sentence's own full stop."""
+    return (name or "").strip().rstrip(".") or "Bapak/Ibu"
 
 
 def _card(head: str, ticket: str, rows: list[CardRow], text: str, notes: list[str],
@@ -211,8 +230,8 @@ def _card(head: str, ticket: str, rows: list[CardRow], text: str, notes: list[st
     return Rich(body, html_)
 
 
-def citizen_followup(message: InboundMessage, name: str | None) -> Rich:
-    """A later message of the citizen, for the card's thread."""
+def citizen_followup(message: InboundMessage, name: str | None, note: str | None = None) -> Rich:
+    """A later message of the citizen, for the card's thread (``note``: why it is in this case)."""
     who = name or "Pemohon"
     when = local_time(message.at, date=False)
     text = mask_nik(message.text)
@@ -223,8 +242,8 @@ def citizen_followup(message: InboundMessage, name: str | None) -> Rich:
     files = describe_attachments(message.attachments)
     if files and not text:
         text = f"({', '.join(files)})"
-    body = f"💬 {who} ({when}):\n{text}"
-    html_ = f"💬 <b>{esc(who)}</b> ({esc(when)}):<br>{multiline(text)}"
+    body = f"💬 {who} ({when}):\n{text}" + (f"\n{note}" if note else "")
+    html_ = f"💬 <b>{esc(who)}</b> ({esc(when)}):<br>{multiline(text)}" + (f"<br><i>{esc(note)}</i>" if note else "")
     return Rich(body, html_)
 
 
@@ -267,6 +286,7 @@ EVENT_NAMES = {**ACTION_NAMES, "opened": "Pengaduan diterima", "citizen_message"
                "citizen_answered": "Pemohon menjawab", "answer_delivered": "Jawaban diterima pemohon",
                "answer_failed": "Jawaban gagal terkirim", "question_failed": "Pertanyaan gagal terkirim",
                "answer_unconfirmed": "Jawaban dianggap diterima (pemohon menulis lagi)",
+               "held": "Menunggu jendela 24 jam pemohon",
                **{f"sla_{scope}_{level}": f"{icon} {what} {label}"
                   for scope, label in (("step", "langkah"), ("total", "waktu total"))
                   for level, icon, what in (("warning", "⏳", "Peringatan SLA"), ("breach", "🚨", "Lewat SLA"),
@@ -364,58 +384,26 @@ def delivery_status(ticket: str, status: str, error: str | None = None) -> Rich:
     return Rich(text, esc(text))
 
 
-def answer_unconfirmed(ticket: str) -> Rich:
-    text = (f"📬 Jawaban {ticket} sudah diterima server, tanpa konfirmasi sampai; pemohon menulis lagi, "
-            "jadi jawaban dianggap diterima. Kasus selesai; pesan barunya menjadi pengaduan baru.")
+def held(ticket: str, what: str, template: str) -> Rich:
+    """A message to the citizen waits: WhatsApp allows free text only within 24 hours."""
+    text = (f"⏳ {ticket}: {what} tidak dapat dikirim sebagai teks biasa (lebih dari 24 jam sejak pesan "
+            f"terakhir pemohon). Template \"{template}\" terkirim; {what} dikirim begitu pemohon membalas.")
     return Rich(text, esc(text))
 
 
-def rejected_to_citizen(ticket: str, reason: str) -> str:
-    return (f"Mohon maaf, pengaduan Anda dengan nomor tiket {ticket} tidak dapat kami tindak lanjuti.\n"
-            f"Alasan: {reason}\nTerima kasih telah menghubungi kami.")
-
-
-def question_to_citizen(ticket: str, question: str) -> str:
-    return (f"Untuk menindaklanjuti pengaduan {ticket}, petugas kami perlu keterangan:\n{question}\n"
-            "Silakan balas pesan ini.")
-
-
-def to_citizen(action: str, case: "Row", text: str) -> str | None:
-    """What a staff action says to the citizen (None: nothing)."""
-    if action == "reject":
-        return rejected_to_citizen(case["ticket"], text)
-    if action == "ask":
-        return question_to_citizen(case["ticket"], text)
-    if action == "send":
-        return answer_to_citizen(case)
-    return None
+def answer_unconfirmed(ticket: str) -> Rich:
+    text = (f"📬 Jawaban {ticket} sudah diterima server, tanpa konfirmasi sampai; pemohon menulis lagi, "
+            "jadi jawaban dianggap diterima. Kasus selesai.")
+    return Rich(text, esc(text))
 
 
 # One message to a citizen: WhatsApp's text body and Telegram's sendMessage both stop at 4096.
 CITIZEN_TEXT_MAX = 4096
 
 
-def too_long_for_citizen(action: str, case: "Row", text: str, profile: Any) -> str | None:
-    """Why staff text would not fit one message to the citizen, with what the bot adds
-    (for an answer: the ticket, the longest agenda number and the closing); None if it fits."""
-    if action == "answer":
-        agenda = profile.agenda_format.format(seq=999999, year=9999) if profile.agenda_format else None
-        said = answer_to_citizen({**case, "answer_draft": text, "agenda_number": agenda})
-    else:
-        said = to_citizen(action, case, text)
-    if said is None or len(said) <= CITIZEN_TEXT_MAX:
-        return None
-    room = CITIZEN_TEXT_MAX - (len(said) - len(text))
-    return (f"Teks ini terlalu panjang untuk satu pesan ke pemohon: {len(text)} karakter, paling banyak "
-            f"{room}. Persingkat {len(text) - room} karakter lalu kirim lagi (tidak ada yang berubah).")
-
-
-def answer_to_citizen(case: "Row") -> str:
-    lines = [f"Jawaban atas pengaduan Anda ({case['ticket']}):", "", case["answer_draft"] or ""]
-    if case["agenda_number"]:
-        lines += ["", f"Nomor agenda: {case['agenda_number']}"]
-    lines += ["", "Terima kasih telah menghubungi kami."]
-    return "\n".join(lines)
+def too_long(length: int, room: int) -> str:
+    return (f"Teks ini terlalu panjang untuk satu pesan ke pemohon: {length} karakter, paling banyak "
+            f"{room}. Persingkat {length - room} karakter lalu kirim lagi (tidak ada yang berubah).")
 
 
 def case_status(case: "Row", step: "Step") -> Rich:

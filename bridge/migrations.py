@@ -279,3 +279,50 @@ async def card_posts(db: aiosqlite.Connection) -> None:
         SELECT event_id, case_id, room_key, room_id, posted_at FROM cards;
     CREATE INDEX card_posts_case ON card_posts (case_id, posted_at);
     """)
+
+
+@upgrade(6)
+async def citizen_conversation(db: aiosqlite.Connection) -> None:
+    await run_script(db, """
+    ALTER TABLE citizens ADD COLUMN username TEXT;           -- WhatsApp username, when one comes
+
+    ALTER TABLE cases ADD COLUMN citizen_name TEXT;          -- "Nama" as the complaint gives it
+    ALTER TABLE cases ADD COLUMN nik TEXT;                   -- the NIK given (checked), if any
+    ALTER TABLE cases ADD COLUMN nik_problem TEXT;           -- why no checked NIK (flagged on the card)
+    ALTER TABLE cases ADD COLUMN confidential INTEGER NOT NULL DEFAULT 0;   -- rahasia
+
+    -- A citizen may have more than one open case now: the conversation asks, nothing is merged.
+    DROP INDEX cases_one_open;
+    CREATE INDEX cases_citizen_open ON cases (citizen_id, id) WHERE state != 'closed';
+
+    -- Where each citizen's conversation with the bot stands (the guided format, a question
+    -- put to them, a rating): a restart resumes it; an idle one expires.
+    CREATE TABLE conversations (
+        citizen_id  INTEGER PRIMARY KEY REFERENCES citizens(id),
+        state       TEXT NOT NULL,
+        data        TEXT NOT NULL,              -- JSON
+        updated_at  TEXT NOT NULL,
+        expires_at  TEXT NOT NULL
+    );
+    CREATE INDEX conversations_expiry ON conversations (expires_at);
+
+    -- Messages that wait for the citizen's 24-hour window to open again (a template told
+    -- them something waits); sent when they write.
+    CREATE TABLE held_messages (
+        id           INTEGER PRIMARY KEY,
+        citizen_id   INTEGER NOT NULL REFERENCES citizens(id),
+        case_id      INTEGER REFERENCES cases(id),
+        payload      TEXT NOT NULL,             -- JSON: the channel.text payload
+        held_at      TEXT NOT NULL,
+        released_at  TEXT
+    );
+    CREATE INDEX held_waiting ON held_messages (citizen_id, id) WHERE released_at IS NULL;
+
+    -- The citizen's rating of a case's answer (the office's satisfaction index, IKM).
+    CREATE TABLE ratings (
+        case_id   INTEGER PRIMARY KEY REFERENCES cases(id),
+        score     INTEGER NOT NULL CHECK (score BETWEEN 1 AND 5),
+        comment   TEXT,
+        rated_at  TEXT NOT NULL
+    );
+    """)

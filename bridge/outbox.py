@@ -12,9 +12,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
-from bridge.channels.base import Attachment
+from bridge.channels.base import Attachment, Choice
 from bridge.clock import Clock, parse_ts
 from bridge.errors import DeliveryError
 from bridge.store import Row, Store, Tx
@@ -37,6 +37,12 @@ CHANNEL_TEXT = "channel.text"            # a text to a citizen
 CHANNEL_READ = "channel.read"            # mark a citizen's message read
 
 CARD_TICKET = "id.pengaduan.ticket"       # the content key of a card that names its case
+
+# Messages to the citizen that wait for their 24-hour window to open (a template tells them
+# something waits; its quick reply carries HELD_PAYLOAD), instead of failing outside it.
+HOLDABLE = ("answer", "question", "rejection")
+HELD_PAYLOAD = "held"
+WINDOW_CLOSED = 131047     # WhatsApp's error: more than 24 hours since the citizen's last message
 
 MAX_ATTEMPTS = 12
 MAX_BACKOFF = 600.0
@@ -118,10 +124,20 @@ class Outbox:
                                {"room": room_key, "content": content}, None)
 
     async def citizen_text(self, tx: Tx, case_id: int | None, channel: str, address: str,
-                           text: str, *, reply_to: str | None = None, purpose: str | None = None) -> int:
-        return await self._put(tx, CHANNEL_TEXT, channel_target(channel, address),
-                               {"channel": channel, "address": address, "text": text,
-                                "reply_to": reply_to, "purpose": purpose}, case_id)
+                           text: str, *, reply_to: str | None = None, purpose: str | None = None,
+                           choices: Sequence[Choice] = (), ticket: str | None = None,
+                           window_closed: bool = False) -> int:
+        """A message to the citizen; ``purpose`` says why (a failure names it to staff, and
+        an answer, question or rejection outside the 24-hour window waits for the citizen)."""
+        payload: dict[str, Any] = {"channel": channel, "address": address, "text": text,
+                                   "reply_to": reply_to, "purpose": purpose}
+        if choices:
+            payload["choices"] = [c if isinstance(c, dict) else c.to_dict() for c in choices]
+        if ticket:
+            payload["ticket"] = ticket
+        if window_closed:
+            payload["window_closed"] = True
+        return await self._put(tx, CHANNEL_TEXT, channel_target(channel, address), payload, case_id)
 
     async def mark_read(self, tx: Tx, channel: str, address: str, external_id: str) -> int:
         return await self._put(tx, CHANNEL_READ, receipt_target(channel, address),

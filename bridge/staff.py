@@ -214,7 +214,7 @@ class StaffContext:
                 await self.reply(msgs.refusal("Anda tidak terdaftar sebagai petugas di [staff] konfigurasi."))
             return ok
         d = decide(self.desk.profile, view(self.case), role, action, text, actor=self.actor)
-        if d.ok and (over := msgs.too_long_for_citizen(action, self.case, text, self.desk.profile)):
+        if d.ok and (over := self.desk.cases.too_long(action, self.case, text)):
             d = refuse(over)
         if not d.ok:
             log.info("staff: %s refused for %s on %s: %s", action, self.actor, self.case["ticket"], d.reason)

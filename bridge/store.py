@@ -15,7 +15,7 @@ import logging
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 import aiosqlite
 
@@ -192,22 +192,48 @@ class Tx:
         await self.db.execute("UPDATE inbound SET state = ?, case_id = ? WHERE id = ?",
                               (state, case_id, inbound_id))
 
+    async def link_inbound(self, channel: str, external_ids: Sequence[str], case_id: int) -> None:
+        """The messages a complaint was made of (the conversation's, its evidence) belong to its case."""
+        await self.db.executemany("UPDATE inbound SET case_id = ? WHERE channel = ? AND external_id = ?",
+                                  [(case_id, channel, e) for e in external_ids])
+
     async def case_messages(self, case_id: int) -> list[tuple[int, InboundMessage]]:
         rows = await self._all("SELECT id, message FROM inbound WHERE case_id = ? ORDER BY id", case_id)
         return [(r["id"], InboundMessage.from_dict(json.loads(r["message"]))) for r in rows]
 
     # -- citizens --------------------------------------------------------------------
     async def upsert_citizen(self, channel: str, address: str, *, name: str | None,
-                             user_id: str | None, at: datetime) -> int:
+                             user_id: str | None, at: datetime, username: str | None = None) -> int:
+        """The citizen of a message, made or brought up to date. One person is one citizen:
+        one known by a business-scoped user id who now comes with a number as well (or
+        the other way round) keeps their row, now keyed on the number."""
+        if user_id and user_id != address:
+            known = await self._one("SELECT id, address FROM citizens WHERE channel = ? AND address = ?",
+                                    channel, address)
+            by_user = await self._one("SELECT id, address FROM citizens WHERE channel = ? AND user_id = ?"
+                                      " ORDER BY id LIMIT 1", channel, user_id)
+            if known is None and by_user is not None and by_user["address"] == user_id:
+                await self.db.execute("UPDATE citizens SET address = ? WHERE id = ?", (address, by_user["id"]))
         row = await self._one(
-            "INSERT INTO citizens (channel, address, name, user_id, created_at, last_inbound_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO citizens (channel, address, name, user_id, username, created_at, last_inbound_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (channel, address) DO UPDATE SET"
             "   name = coalesce(excluded.name, name), user_id = coalesce(excluded.user_id, user_id),"
+            "   username = coalesce(excluded.username, username),"
             "   last_inbound_at = max(coalesce(last_inbound_at, ''), excluded.last_inbound_at)"
             " RETURNING id",
-            channel, address, name, user_id, ts(at), ts(at))
+            channel, address, name, user_id, username, ts(at), ts(at))
         return row["id"]
+
+    async def relink_citizen(self, channel: str, old: str, *, address: str | None = None,
+                             user_id: str | None = None) -> bool:
+        """A citizen changed number or user id (a system message): the same person, new keys."""
+        async with self.db.execute(
+                "UPDATE citizens SET address = coalesce(?, address), user_id = coalesce(?, user_id)"
+                " WHERE channel = ? AND (address = ? OR user_id = ?)"
+                " AND NOT EXISTS (SELECT 1 FROM citizens c2 WHERE c2.channel = ? AND c2.address = ?)",
+                (address, user_id, channel, old, old, channel, address or "")) as cur:
+            return cur.rowcount >= 1
 
     async def citizen_by_address(self, channel: str, address: str) -> Row | None:
         return await self._one("SELECT * FROM citizens WHERE channel = ? AND address = ?", channel, address)
@@ -225,7 +251,98 @@ class Tx:
 
     # -- cases -----------------------------------------------------------------------
     async def open_case_of(self, citizen_id: int) -> Row | None:
-        return await self._one("SELECT * FROM cases WHERE citizen_id = ? AND state != 'closed'", citizen_id)
+        """The citizen's newest open case."""
+        return await self._one("SELECT * FROM cases WHERE citizen_id = ? AND state != 'closed'"
+                               " ORDER BY id DESC LIMIT 1", citizen_id)
+
+    async def open_cases_of(self, citizen_id: int) -> list[Row]:
+        """The citizen's open cases, newest first."""
+        return await self._all("SELECT * FROM cases WHERE citizen_id = ? AND state != 'closed' ORDER BY id DESC",
+                               citizen_id)
+
+    async def case_of_message(self, channel: str, external_id: str) -> int | None:
+        """The case a message belongs to: one the citizen sent, or one we sent them."""
+        row = await self._one(
+            "SELECT case_id FROM inbound WHERE channel = ? AND external_id = ? AND case_id IS NOT NULL"
+            " UNION ALL SELECT case_id FROM deliveries WHERE channel = ? AND external_id = ? AND case_id IS NOT NULL"
+            " LIMIT 1", channel, external_id, channel, external_id)
+        return row["case_id"] if row else None
+
+    # -- the citizen's conversation ------------------------------------------------------
+    async def get_conversation(self, citizen_id: int) -> Row | None:
+        row = await self._one("SELECT * FROM conversations WHERE citizen_id = ?", citizen_id)
+        if row:
+            row["data"] = json.loads(row["data"])
+        return row
+
+    async def set_conversation(self, citizen_id: int, state: str, data: dict[str, Any], *, at: datetime,
+                               expires_at: datetime) -> None:
+        await self.db.execute(
+            "INSERT INTO conversations (citizen_id, state, data, updated_at, expires_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (citizen_id) DO UPDATE SET state = excluded.state, data = excluded.data,"
+            " updated_at = excluded.updated_at, expires_at = excluded.expires_at",
+            (citizen_id, state, json.dumps(data, ensure_ascii=False), ts(at), ts(expires_at)))
+
+    async def end_conversation(self, citizen_id: int) -> None:
+        await self.db.execute("DELETE FROM conversations WHERE citizen_id = ?", (citizen_id,))
+
+    async def expired_conversations(self, now: datetime, limit: int = 100) -> list[Row]:
+        rows = await self._all("SELECT * FROM conversations WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+                               ts(now), limit)
+        for r in rows:
+            r["data"] = json.loads(r["data"])
+        return rows
+
+    async def end_conversation_if(self, citizen_id: int, updated_at: str) -> bool:
+        """End a conversation unless it moved since ``updated_at`` (the expiry's claim)."""
+        async with self.db.execute("DELETE FROM conversations WHERE citizen_id = ? AND updated_at = ?",
+                                   (citizen_id, updated_at)) as cur:
+            return cur.rowcount == 1
+
+    # -- messages waiting for the 24-hour window ---------------------------------------
+    async def hold_message(self, citizen_id: int, case_id: int | None, payload: dict[str, Any],
+                           at: datetime) -> int:
+        return await self._insert(
+            "INSERT INTO held_messages (citizen_id, case_id, payload, held_at) VALUES (?, ?, ?, ?)",
+            citizen_id, case_id, json.dumps(payload, ensure_ascii=False), ts(at))
+
+    async def release_held(self, citizen_id: int, at: datetime) -> list[Row]:
+        """The citizen's held messages, in order, marked released (their window is open)."""
+        rows = await self._all(
+            "UPDATE held_messages SET released_at = ? WHERE citizen_id = ? AND released_at IS NULL RETURNING *",
+            ts(at), citizen_id)
+        rows.sort(key=lambda r: r["id"])
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
+    async def answer_on_its_way(self, case_id: int) -> bool:
+        """An answer of the case waits for the window, or to be sent."""
+        row = await self._one(
+            "SELECT (SELECT count(*) FROM held_messages WHERE case_id = ? AND released_at IS NULL"
+            "        AND json_extract(payload, '$.purpose') = 'answer')"
+            " + (SELECT count(*) FROM outbox WHERE case_id = ? AND kind = 'channel.text' AND state = 'pending'"
+            "        AND json_extract(payload, '$.purpose') = 'answer') AS n", case_id, case_id)
+        return row["n"] > 0
+
+    # -- ratings ---------------------------------------------------------------------
+    async def rate(self, case_id: int, score: int, at: datetime) -> None:
+        await self.db.execute(
+            "INSERT INTO ratings (case_id, score, rated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (case_id) DO UPDATE SET score = excluded.score, rated_at = excluded.rated_at",
+            (case_id, score, ts(at)))
+
+    async def rating_comment(self, case_id: int, comment: str) -> None:
+        await self.db.execute("UPDATE ratings SET comment = ? WHERE case_id = ?", (comment[:1000], case_id))
+
+    async def ratings_between(self, start: datetime, end: datetime) -> list[Row]:
+        return await self._all("SELECT * FROM ratings WHERE rated_at >= ? AND rated_at < ? ORDER BY rated_at",
+                               ts(start), ts(end))
+
+    async def ratings_of_cases_opened_between(self, start: datetime, end: datetime) -> dict[int, Row]:
+        rows = await self._all("SELECT r.* FROM ratings r JOIN cases c ON c.id = r.case_id"
+                               " WHERE c.opened_at >= ? AND c.opened_at < ?", ts(start), ts(end))
+        return {r["case_id"]: r for r in rows}
 
     async def create_case(self, *, ticket: str, citizen_id: int, channel: str, summary: str,
                           step: str, holder_role: str, opened_at: datetime,
@@ -249,7 +366,8 @@ class Tx:
         "category", "state", "step", "holder_role", "assignee", "answer_draft", "approved_by",
         "approved_at", "approved_role", "agenda_number", "outcome", "step_entered_at", "due_at",
         "step_due_at", "closed_at", "linked_case_id", "unit", "waiting_since", "answered_at",
-        "step_warn_at", "warn_at", "step_alerts", "total_alerts", "next_alert_at", "answer_sent_at", "drafted_by"})
+        "step_warn_at", "warn_at", "step_alerts", "total_alerts", "next_alert_at", "answer_sent_at", "drafted_by",
+        "citizen_name", "nik", "nik_problem", "confidential"})
 
     async def update_case(self, case_id: int, **fields: Any) -> None:
         unknown = set(fields) - self._CASE_FIELDS
@@ -359,6 +477,10 @@ class Tx:
             r["payload"] = json.loads(r["payload"])
             r["progress"] = json.loads(r["progress"]) if r["progress"] else {}
         return rows
+
+    async def outbox_payload(self, row_id: int) -> dict[str, Any] | None:
+        row = await self._one("SELECT payload FROM outbox WHERE id = ?", row_id)
+        return json.loads(row["payload"]) if row else None
 
     async def next_outbox_due(self) -> str | None:
         row = await self._one("SELECT min(next_try_at) AS t FROM outbox WHERE state = 'pending'")

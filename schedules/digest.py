@@ -51,6 +51,33 @@ class Digest:
     breached_open: int
     steps: list[StepFigures]
     oldest: list[Row]
+    ratings: "RatingFigures" = field(default_factory=lambda: RatingFigures([]))
+
+
+@dataclass
+class RatingFigures:
+    """The citizens' ratings (1-5) of a period: what offices report as their satisfaction
+    index (IKM/SKM): how many, the average, and the spread over the five scores."""
+
+    scores: list[int]
+
+    @property
+    def count(self) -> int:
+        return len(self.scores)
+
+    @property
+    def average(self) -> float | None:
+        return statistics.fmean(self.scores) if self.scores else None
+
+    @property
+    def spread(self) -> dict[int, int]:
+        return {n: self.scores.count(n) for n in range(1, 6)}
+
+    def line(self) -> str:
+        if not self.scores:
+            return "Penilaian pemohon: belum ada"
+        spread = ", ".join(f"{n}: {c}" for n, c in self.spread.items())
+        return f"Penilaian pemohon: {self.count}, rata-rata {self.average:.2f} dari 5 (sebaran {spread})"
 
 
 async def build(tx: Tx, profile: Profile, calendar: WorkCalendar, now: datetime,
@@ -80,7 +107,8 @@ async def build(tx: Tx, profile: Profile, calendar: WorkCalendar, now: datetime,
         closed_late=late,
         open_by_step=[(names[s].name if s in names else s, role, n) for (s, role), n in sorted(open_by_step.items())],
         waiting=waiting, breached_open=breached,
-        steps=[f for f in figures.values() if f.durations], oldest=await tx.oldest_open(5))
+        steps=[f for f in figures.values() if f.durations], oldest=await tx.oldest_open(5),
+        ratings=RatingFigures([r["score"] for r in await tx.ratings_between(start, end)]))
 
 
 def step_durations(events: list[Row], calendar: WorkCalendar, start: datetime,
@@ -116,7 +144,7 @@ def render(d: Digest, profile: Profile) -> msgs.Rich:
     lines = [f"📊 Ringkasan pengaduan {msgs.local_time(d.start)} – {msgs.local_time(d.end)}",
              f"Masuk: {d.received} · Selesai: {closed} ({outcome}); lewat waktu total: {d.closed_late}",
              f"Masih terbuka: {sum(n for _, _, n in d.open_by_step)} "
-             f"(menunggu pemohon {d.waiting}, lewat SLA {d.breached_open})"]
+             f"(menunggu pemohon {d.waiting}, lewat SLA {d.breached_open})", d.ratings.line()]
     for name, role, n in d.open_by_step:
         lines.append(f"  · {name} ({msgs.ROLE_NAMES.get(role, role)}): {n}")
     if d.steps:

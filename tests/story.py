@@ -20,13 +20,32 @@ def body(seen: Seen) -> str:
     return getattr(seen.event, "body", "") or ""
 
 
+NIK = "3402124501900003"
+
+
+def in_format(text: str, name: str = "Siti Aminah") -> str:
+    """A complaint in the office's format (Nama, NIK, Layanan, Aduan), so that it opens a
+    case at once: the lines of ``text`` that are format fields stay, the others are the Aduan."""
+    labels = ("nama:", "nik:", "layanan:", "aduan:")
+    fields = [line for line in text.splitlines() if line.strip().casefold().startswith(labels)]
+    rest = "\n".join(line for line in text.splitlines() if line not in fields).strip()
+    given = " ".join(fields).casefold()
+    lines = [] if "nama:" in given else [f"Nama: {name}"]
+    lines += [] if "nik:" in given else [f"NIK: {NIK}"]
+    lines += [] if "layanan:" in given else ["Layanan: Lainnya"]
+    lines += fields + ([] if "aduan:" in given else [f"Aduan: {rest}"])
+    return "\n".join(lines)
+
+
 async def complaint(env: Env, wa_id: str, text: str, name: str = "Siti Aminah") -> Card:
-    """A citizen writes; the Admin WA sees the new card."""
-    status, _ = await env.send(env.graph.text(wa_id, text, name=name))
+    """A citizen writes a complaint in the format; the Admin WA sees the new card."""
+    message = in_format(text, name)
+    status, _ = await env.send(env.graph.text(wa_id, message, name=name))
     assert status == 200
     room = env.bridge.matrix.rooms["admin"]
+    aduan = message.split("Aduan:", 1)[1].strip().splitlines()[0]      # what the card shows
     seen = await env.admin.wait_for(
-        lambda s: s.room_id == room and body(s).startswith("📨 Pengaduan baru") and text.splitlines()[0] in body(s),
+        lambda s: s.room_id == room and body(s).startswith("📨 Pengaduan baru") and aduan in body(s),
         what="the new case card")
     return Card(body(seen).split()[3], room, seen.event.event_id)
 

@@ -27,6 +27,7 @@ from bridge.config import load
 from bridge.demo import MissingAliasFilter, demo_config, port_or_free, write_config
 from bridge.simulator.graph import FakeGraph
 from tests.harness import BOUNDED
+from tests.story import in_format
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +137,7 @@ def test_the_first_start_prints_its_addresses_and_no_alarm(demo: Demo) -> None:
 
 
 async def test_the_shell_commands_read_the_demo_data_while_it_runs(demo: Demo) -> None:
-    await send_as_citizen(demo, "081211110002", "Layanan: KTP-el\nKTP-el saya hilang di jalan")
+    await send_as_citizen(demo, "081211110002", in_format("Layanan: KTP-el\nKTP-el saya hilang di jalan"))
     for _ in range(100):
         bot = [line["text"] for line in (await chat_of(demo, "6281211110002"))["lines"] if line["from"] == "bot"]
         if bot:
@@ -170,7 +171,7 @@ async def test_a_simulated_message_becomes_a_card_for_the_demo_admin(demo: Demo)
         assert isinstance(await client.login("pengaduan-demo"), nio.LoginResponse)
         room = await client.room_resolve_alias("#pengaduan-admin:localhost")
         assert isinstance(await client.join(room.room_id), nio.JoinResponse)
-        await send_as_citizen(demo, "081211110001", "Akta kelahiran anak saya belum terbit")
+        await send_as_citizen(demo, "081211110001", in_format("Akta kelahiran anak saya belum terbit"))
         for _ in range(40):                            # each sync waits on the server for news
             resp = await client.sync(timeout=1000, since=client.next_batch)
             bodies = [getattr(e, "body", "") for r in resp.rooms.join.values() for e in r.timeline.events]
@@ -209,7 +210,7 @@ async def test_the_simulator_page_in_a_real_browser(demo: Demo, tmp_path: Path) 
             # A name typed first goes with the number then typed, as a visitor fills the fields.
             await page.fill("#name", "Rina <i>Uji</i>")
             await page.fill("#number", "0812 2222 0003")
-            await page.fill("#text", "KK saya belum diperbarui <script>alert(1)</script>")
+            await page.fill("#text", in_format("KK saya belum diperbarui <script>alert(1)</script>"))
             await page.click("#send")
             mine = page.locator(".bubble.citizen").last
             await mine.wait_for(timeout=15_000)

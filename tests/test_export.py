@@ -21,28 +21,30 @@ STEPS = ["Verifikasi pengaduan (menit, SOP 15)",
          "Jawaban dikirim (menit, SOP 15)"]
 HEADER = ["Nomor tiket", "Diterima", "Selesai", "Saluran", "Layanan", "Langkah terakhir", "Hasil",
           "Waktu total (menit)", "Target SOP (menit)", "Tepat waktu", "Nomor agenda", "Nomor agenda batal",
+          "Penilaian (1-5)", "Komentar pemohon",
           *STEPS]
 
 
 def row(ticket: int, received: str, closed: str | None, service: str | None, step: str, outcome: str,
         total: int | None, on_time: str | None, agenda: str | None = None, minutes: tuple = (),
-        void: str | None = None) -> dict[str, Any]:
+        void: str | None = None, rating: int | None = None, comment: str | None = None) -> dict[str, Any]:
     values = [f"ADU-2026-{ticket:06d}", datetime.fromisoformat(received),
               datetime.fromisoformat(closed) if closed else None, "WhatsApp", service, step, outcome,
-              total, 120, on_time, agenda, void, *(list(minutes) + [None] * len(STEPS))[:len(STEPS)]]
+              total, 120, on_time, agenda, void, rating, comment, *(list(minutes) + [None] * len(STEPS))[:len(STEPS)]]
     return dict(zip(HEADER, values))
 
 
 # verifikasi, draf, final, paraf, cek, kirim (the citizen's own first step has no column)
+# (a complaint in the format always names its service: "Lainnya" when nothing else fits)
 E = row(1, "2026-11-01 06:30", "2026-11-02 07:45", "Akta Kelahiran", "Jawaban diterima pemohon", "ditolak",
         15, "Ya", minutes=(15,))
 A = row(2, "2026-11-02 08:00", "2026-11-03 09:15", "KTP-el", "Jawaban diterima pemohon", "dijawab",
         80, "Ya", "470/1/416-314/2026", minutes=(10, 30, 20, 5, 5, 5))
-B = row(3, "2026-11-04 08:00", "2026-11-04 11:00", None, "Jawaban diterima pemohon", "ditolak",
+B = row(3, "2026-11-04 08:00", "2026-11-04 11:00", "Lainnya", "Jawaban diterima pemohon", "ditolak",
         180, "Tidak", minutes=(180,))
-C = row(4, "2026-11-27 14:00", None, None, "Draf jawaban", "dalam proses", None, None, minutes=(10,))
-W = row(5, "2026-11-30 10:00", None, None, "Verifikasi pengaduan", "menunggu pemohon", None, None)
-D = row(6, "2026-12-01 06:00", None, None, "Verifikasi pengaduan", "dalam proses", None, None)
+C = row(4, "2026-11-27 14:00", None, "Lainnya", "Draf jawaban", "dalam proses", None, None, minutes=(10,))
+W = row(5, "2026-11-30 10:00", None, "Lainnya", "Verifikasi pengaduan", "menunggu pemohon", None, None)
+D = row(6, "2026-12-01 06:00", None, "Lainnya", "Verifikasi pengaduan", "dalam proses", None, None)
 
 
 @pytest.fixture
@@ -149,10 +151,11 @@ async def test_the_csv_and_the_workbook(office: Office, tmp_path: Path) -> None:
     assert isinstance(ws["H4"].value, int) and ws["H4"].value == 80          # numbers, not text
     assert isinstance(ws["B4"].value, datetime) and ws["B4"].number_format == "dd-mm-yyyy hh:mm"
     assert ws.column_dimensions["A"].width >= len("ADU-2026-000001")
-    assert ws.max_row == 9 and all(c.value is None for c in ws[8])
+    assert ws.max_row == 10 and all(c.value is None for c in ws[8])
     summary = [c.value for c in ws[9]][:8]
     assert summary[:7] == ["Jumlah pengaduan", 5, "Selesai", 3, "Tepat waktu", 2, "Tepat waktu (% dari selesai)"]
     assert summary[7] == pytest.approx(2 / 3) and ws["H9"].number_format == "0.0%"
+    assert [c.value for c in ws[10]][:4] == ["Jumlah penilaian", 0, "Rata-rata penilaian (1-5)", None]
     assert_every_figure_labelled(ws)
 
 
@@ -178,6 +181,6 @@ async def test_an_empty_month_still_has_its_header(office: Office, tmp_path: Pat
         assert list(csv.reader(f)) == [HEADER]
     ws = openpyxl.load_workbook(xlsx_path).active
     assert ws["A1"].value.endswith("bulan Oktober 2026") and [c.value for c in ws[2]] == HEADER
-    assert [c.value for c in ws[ws.max_row]][:8] == ["Jumlah pengaduan", 0, "Selesai", 0, "Tepat waktu", 0,
-                                                      "Tepat waktu (% dari selesai)", None]
+    assert [c.value for c in ws[ws.max_row - 1]][:8] == ["Jumlah pengaduan", 0, "Selesai", 0, "Tepat waktu", 0,
+                                                          "Tepat waktu (% dari selesai)", None]
     assert_every_figure_labelled(ws)

@@ -12,6 +12,7 @@ import pytest
 
 from bridge.store import Store
 from tests.harness import BOT, PASSWORD, STAFF, StaffClient, new_prefix, user_id
+from tests.story import in_format
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,7 @@ async def test_runs_until_a_signal_then_stops_cleanly(synapse_users, graph, tmp_
             room_id = (await admin.client.room_resolve_alias(f"#{prefix}-admin:{synapse_users.server_name}")).room_id
             await admin.join(room_id)
             status, _ = await graph.post_webhook(f"http://127.0.0.1:{port}/webhooks/whatsapp",
-                                                 graph.text("6281299990000", "Aduan lewat proses nyata"))
+                                                 graph.text("6281299990000", in_format("Aduan lewat proses nyata")))
             assert status == 200
             await admin.wait_for(lambda s: "Aduan lewat proses nyata" in getattr(s.event, "body", ""))
         finally:

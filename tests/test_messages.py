@@ -26,16 +26,19 @@ def test_a_command_keeps_its_lines_and_finds_its_ticket() -> None:
 
 
 def test_an_answer_that_would_not_fit_one_message_says_how_much_to_cut() -> None:
-    mojokerto = PROFILES["mojokerto"]
-    fits = "a" * 3900
-    assert msgs.too_long_for_citizen("answer", CASE, fits, mojokerto) is None
-    over = msgs.too_long_for_citizen("answer", CASE, "a" * 4090, mojokerto)
+    from bridge.cases import Cases
+    from bridge.outbox import Outbox
+    from bridge.worktime import DEFAULT_HOURS, SlaPolicy, WorkCalendar
+    cases = Cases(PROFILES["mojokerto"], Outbox(lambda: T0), lambda: T0,
+                  SlaPolicy(WorkCalendar.from_config("Asia/Jakarta", DEFAULT_HOURS, []), 0.8, 30))
+    assert cases.too_long("answer", CASE, "a" * 3900) is None
+    over = cases.too_long("answer", CASE, "a" * 4090)
     # The room left is what the ticket line, the longest agenda number and the closing leave.
-    room = msgs.CITIZEN_TEXT_MAX - len(msgs.answer_to_citizen(
-        {**CASE, "answer_draft": "", "agenda_number": "470/999999/416-314/9999"}))
+    room = msgs.CITIZEN_TEXT_MAX - len(cases.to_citizen(
+        "send", {**CASE, "answer_draft": "x", "agenda_number": "470/999999/416-314/9999"}, "")) + 1
     assert over is not None and f"paling banyak {room}" in over and f"Persingkat {4090 - room}" in over
-    assert msgs.too_long_for_citizen("ask", CASE, "b" * 4090, mojokerto) is not None
-    assert msgs.too_long_for_citizen("note", CASE, "c" * 9000, mojokerto) is None   # never sent to the citizen
+    assert cases.too_long("ask", CASE, "b" * 4090) is not None
+    assert cases.too_long("note", CASE, "c" * 9000) is None              # never sent to the citizen
 
 
 def _event(i: int) -> dict:

@@ -9,7 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bridge.cases import Cases
+from bridge.conversation import Conversation
 from tests import queries as q
+from tests.story import in_format
 from bridge.channels.base import InboundMessage
 from bridge.config import from_dict
 from bridge.intake import Intake
@@ -43,13 +45,20 @@ class Office:
         self.store, self.clock = store, clock
         self.outbox = Outbox(clock)
         self.cases = Cases(settings.sop, self.outbox, clock, settings.sla.policy)
-        self.intake = Intake(store, self.cases, self.outbox, clock)
+        self.conversation = Conversation(self.cases, self.outbox, clock, self.cases.texts, settings.citizen,
+                                         "Senin–Jumat")
+        self.intake = Intake(store, self.cases, self.outbox, clock, self.conversation)
         self.sla = SlaCheck(store, self.cases, self.outbox, settings.staff, clock)
         self.n = 0
 
     async def complaint(self, text: str = "KTP-el belum jadi", wa_id: str = WARGA) -> dict:
         self.n += 1
-        msg = InboundMessage("whatsapp", f"wamid.{self.n}", wa_id, self.clock(), "text", text, name="Siti")
+        async with self.store.reading() as tx:
+            known = await tx.citizen_by_address("whatsapp", wa_id)
+            follow_up = known is not None and await tx.open_case_of(known["id"]) is not None
+        # A first message comes in the complaint format; one to an open case is a follow-up.
+        msg = InboundMessage("whatsapp", f"wamid.{self.n}", wa_id, self.clock(), "text",
+                             text if follow_up else in_format(text), name="Siti")
         await self.intake.accept([msg], [])
         await self.intake.run_once()
         async with self.store.reading() as tx:

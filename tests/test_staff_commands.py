@@ -9,8 +9,8 @@ import bridge.matrix
 from bridge.export import month_rows
 from tests import queries as q
 from tests.harness import STAFF, Env, in_thread_of, until, user_id
-from tests.story import (Card, body, bot_says, card_in, case_reaches, case_row, command, complaint, office_year,
-                         to_the_check, to_the_sending_step)
+from tests.story import (Card, body, bot_says, card_in, case_reaches, case_row, command, complaint, in_format,
+                         office_year, to_the_check, to_the_sending_step)
 
 WARGA = "6281234500031"
 
@@ -139,10 +139,8 @@ async def test_a_command_that_fails_tells_the_staff_member(env: Env, monkeypatch
 async def test_escalated_staff_see_the_evidence_without_a_second_download(env: Env) -> None:
     photo = env.graph.add_media(b"\xff\xd8\xff\xe0 foto KTP-el " + bytes(200), "image/jpeg")
     pdf = env.graph.add_media(b"%PDF-1.4 surat keterangan", "application/pdf")
+    card = await complaint(env, WARGA, "KTP-el saya rusak, foto dan surat menyusul")
     await env.send(env.graph.image(WARGA, photo, caption="Foto KTP-el saya", name="Siti Aminah"))
-    room = env.bridge.matrix.rooms["admin"]
-    seen = await env.admin.wait_for(lambda s: s.room_id == room and body(s).startswith("📨 Pengaduan baru"))
-    card = Card(body(seen).split()[3], room, seen.event.event_id)
     await env.send(env.graph.document(WARGA, pdf, filename="surat.pdf", name="Siti Aminah"))
     await env.send(env.graph.text(WARGA, "Ini suratnya, mohon dicek"))
     admin_files = await files_under(env.admin, card.event_id)
@@ -177,7 +175,7 @@ async def test_one_bad_message_is_set_aside_and_the_others_go_on(env: Env, monke
             raise ValueError("cannot process this one")
         return await real(tx, citizen, msg, **kw)
     monkeypatch.setattr(env.bridge.cases, "open", open_unless_poison)
-    await env.send(env.graph.text("6281234500039", "RACUN: pesan yang selalu gagal"))
+    await env.send(env.graph.text("6281234500039", in_format("RACUN: pesan yang selalu gagal")))
     await complaint(env, WARGA, "KTP-el saya belum jadi")     # another citizen's goes on
     notice = await env.admin.wait_for(lambda s: "disisihkan" in body(s), what="the set-aside notice")
     assert "62812*****039" in body(notice) and "6281234500039" not in body(notice)

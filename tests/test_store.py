@@ -96,15 +96,32 @@ async def test_case_events_are_append_only(store: Store) -> None:
             await tx.db.execute("UPDATE case_events SET note = 'x'")
 
 
-async def test_one_open_case_per_citizen(store: Store) -> None:
+async def test_a_citizen_may_have_more_than_one_open_case(store: Store) -> None:
+    """Nothing is merged silently: the conversation asks, and a second complaint is a second case."""
     async with store.transaction() as tx:
         cid = await tx.upsert_citizen("whatsapp", "62811", name="A", user_id=None, at=T0)
-        await tx.create_case(ticket="ADU-2026-000001", citizen_id=cid, channel="whatsapp", summary="",
-                             step="s", holder_role="admin", opened_at=T0, due_at=None, step_due_at=None)
-    with pytest.raises(Exception, match="UNIQUE"):
-        async with store.transaction() as tx:
-            await tx.create_case(ticket="ADU-2026-000002", citizen_id=cid, channel="whatsapp", summary="",
+        for n in (1, 2):
+            await tx.create_case(ticket=f"ADU-2026-00000{n}", citizen_id=cid, channel="whatsapp", summary="",
                                  step="s", holder_role="admin", opened_at=T0, due_at=None, step_due_at=None)
+        assert [c["ticket"] for c in await tx.open_cases_of(cid)] == ["ADU-2026-000002", "ADU-2026-000001"]
+
+
+async def test_one_person_is_one_citizen_across_user_id_and_number(store: Store) -> None:
+    bsuid = "ID.13491208655302741918"
+    async with store.transaction() as tx:
+        first = await tx.upsert_citizen("whatsapp", bsuid, name="Dewi", user_id=bsuid, at=T0, username="dewi")
+        # Later the same person comes with their number as well: the same citizen, keyed on it.
+        again = await tx.upsert_citizen("whatsapp", "6281234567890", name="Dewi", user_id=bsuid, at=T0)
+        assert again == first
+        row = await tx.get_citizen(first)
+        assert (row["address"], row["user_id"], row["username"]) == ("6281234567890", bsuid, "dewi")
+        # A changed number, then a changed user id: still the same citizen.
+        assert await tx.relink_citizen("whatsapp", "6281234567890", address="6282233445566",
+                                       user_id="ID.88012345670011223344")
+        assert await tx.relink_citizen("whatsapp", "ID.88012345670011223344", user_id="ID.66554433221100998877")
+        row = await tx.get_citizen(first)
+        assert (row["address"], row["user_id"]) == ("6282233445566", "ID.66554433221100998877")
+        assert await tx.upsert_citizen("whatsapp", "6282233445566", name=None, user_id=None, at=T0) == first
 
 
 async def test_outbox_delivers_heads_of_targets_in_order(store: Store) -> None:

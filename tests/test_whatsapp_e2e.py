@@ -14,7 +14,7 @@ import nio
 
 from tests import queries as q
 from tests.harness import Env, Seen, in_thread_of, until
-from tests.story import office_year
+from tests.story import in_format, office_year
 
 CITIZEN = "6281234567890"
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -51,7 +51,7 @@ def texts_to_citizen(env: Env) -> list[str]:
 
 
 async def test_text_complaint_gives_one_card_and_one_ticket_reply(env: Env) -> None:
-    status, _ = await env.send(env.graph.text(CITIZEN, "KTP-el saya belum jadi sejak 3 bulan",
+    status, _ = await env.send(env.graph.text(CITIZEN, in_format("KTP-el saya belum jadi sejak 3 bulan"),
                                               name="Siti Aminah"))
     assert status == 200
     admin_room = env.bridge.matrix.rooms["admin"]
@@ -68,7 +68,7 @@ async def test_text_complaint_gives_one_card_and_one_ticket_reply(env: Env) -> N
 
 
 async def test_a_follow_up_lands_in_the_same_thread(env: Env) -> None:
-    await env.send(env.graph.text(CITIZEN, "Aduan pertama"))
+    await env.send(env.graph.text(CITIZEN, in_format("Aduan pertama")))
     admin_room = env.bridge.matrix.rooms["admin"]
     card = await env.admin.wait_for(card_in(admin_room))
     await env.send(env.graph.text(CITIZEN, "Tambahan: nomor antrean 17"))
@@ -82,7 +82,7 @@ async def test_a_follow_up_lands_in_the_same_thread(env: Env) -> None:
 
 
 async def test_an_image_with_caption_appears_as_an_image_in_the_thread(env: Env) -> None:
-    await env.send(env.graph.text(CITIZEN, "KK saya salah nama"))
+    await env.send(env.graph.text(CITIZEN, in_format("KK saya salah nama")))
     card = await env.admin.wait_for(card_in(env.bridge.matrix.rooms["admin"]))
     media_id = env.graph.add_media(PNG, "image/png")
     await env.send(env.graph.image(CITIZEN, media_id, caption="Foto KK <lama>", mime_type="image/png"))
@@ -101,7 +101,7 @@ async def test_an_image_with_caption_appears_as_an_image_in_the_thread(env: Env)
 async def test_a_first_message_with_a_document_opens_a_case_with_the_file(env: Env) -> None:
     pdf = b"%PDF-1.4 surat keterangan"
     media_id = env.graph.add_media(pdf, "application/pdf")
-    await env.send(env.graph.document(CITIZEN, media_id, filename="surat.pdf", caption="Akta salah tulis"))
+    await env.send(env.graph.document(CITIZEN, media_id, filename="surat.pdf", caption=in_format("Akta salah tulis")))
     card = await env.admin.wait_for(card_in(env.bridge.matrix.rooms["admin"]))
     assert "Akta salah tulis" in card.event.body and "surat.pdf" in card.event.body
     seen = await env.admin.wait_for(
@@ -110,7 +110,7 @@ async def test_a_first_message_with_a_document_opens_a_case_with_the_file(env: E
 
 
 async def test_the_same_webhook_twice_opens_one_case(env: Env) -> None:
-    payload = env.graph.text(CITIZEN, "Aduan dikirim ulang oleh Meta")
+    payload = env.graph.text(CITIZEN, in_format("Aduan dikirim ulang oleh Meta"))
     assert (await env.send(payload))[0] == 200
     assert (await env.send(payload))[0] == 200
     await env.admin.wait_for(card_in(env.bridge.matrix.rooms["admin"]))
@@ -149,7 +149,7 @@ async def test_webhook_verification_handshake(env: Env) -> None:
 
 async def test_html_in_a_complaint_shows_as_text(env: Env) -> None:
     evil = '<b>tebal</b> <a href="https://phish.example">klik</a> <img src=x onerror=alert(1)> @room'
-    await env.send(env.graph.text(CITIZEN, evil, name="<i>Budi</i>"))
+    await env.send(env.graph.text(CITIZEN, in_format(evil, name="<i>Budi</i>"), name="<i>Budi</i>"))
     card = await env.admin.wait_for(card_in(env.bridge.matrix.rooms["admin"]))
     content = card.event.source["content"]
     html = content["formatted_body"]
@@ -160,7 +160,7 @@ async def test_html_in_a_complaint_shows_as_text(env: Env) -> None:
 
 
 async def test_delivery_statuses_move_forward_only(env: Env) -> None:
-    await env.send(env.graph.text(CITIZEN, "Aduan"))
+    await env.send(env.graph.text(CITIZEN, in_format("Aduan")))
     reply = await env.graph.wait_for_sent(lambda r: r["body"].get("type") == "text")
     await settled(env)
     wamid = reply["id"]
@@ -178,7 +178,7 @@ async def test_delivery_statuses_move_forward_only(env: Env) -> None:
 
 async def test_a_transient_send_failure_is_retried(env: Env) -> None:
     env.graph.fail_next(1, status=500, code=131000, retry_after=0.2, match=lambda b: "status" not in b)
-    await env.send(env.graph.text(CITIZEN, "Aduan saat Meta sibuk"))
+    await env.send(env.graph.text(CITIZEN, in_format("Aduan saat Meta sibuk")))
     await settled(env)
     assert len(texts_to_citizen(env)) == 1
     assert any(r["status"] == 500 for r in env.graph.rejected)
@@ -186,7 +186,7 @@ async def test_a_transient_send_failure_is_retried(env: Env) -> None:
 
 async def test_a_restart_between_two_messages_loses_and_duplicates_nothing(env: Env) -> None:
     admin_room = env.bridge.matrix.rooms["admin"]
-    await env.send(env.graph.text(CITIZEN, "Pesan sebelum restart"))
+    await env.send(env.graph.text(CITIZEN, in_format("Pesan sebelum restart")))
     card = await env.admin.wait_for(card_in(admin_room))
     # Meta is down when the bridge stops: the ticket reply is still waiting in the outbox.
     env.graph.fail_next(100, status=503, code=2, retry_after=30, match=lambda b: b.get("type") == "text")
@@ -221,8 +221,10 @@ async def test_every_sample_notification_is_answered_200(env: Env) -> None:
     await settled_inbound(env)
     async with env.bridge.store.reading() as tx:
         assert await q.inbound_count(tx) == len(ids)   # the samples reuse ids: Meta's dedupe key
-    # The sample text reached a case card.
-    await env.admin.wait_for(card_in(env.bridge.matrix.rooms["admin"]))
+        assert await q.inbound_count(tx, "failed") == 0                 # none crashed its processing
+    # A sample's text reached the conversation: no sample is in the complaint format, so the
+    # citizen is greeted and asked for it.
+    await env.graph.wait_for_sent(lambda r: "selamat datang" in str(r["body"]))
 
 
 async def test_healthz_reports_matrix_channels_and_outbox(env: Env) -> None:
@@ -238,7 +240,7 @@ async def test_healthz_reports_matrix_channels_and_outbox(env: Env) -> None:
 async def test_an_album_sent_at_once_lands_in_one_case(env: Env) -> None:
     """WhatsApp posts each photo of an album as its own webhook, all at once."""
     media = [env.graph.add_media(PNG, "image/png") for _ in range(4)]
-    payloads = [env.graph.image(CITIZEN, m, caption="Foto KTP" if i == 0 else None, mime_type="image/png")
+    payloads = [env.graph.image(CITIZEN, m, caption=in_format("Foto KTP") if i == 0 else None, mime_type="image/png")
                 for i, m in enumerate(media)]
     statuses = await asyncio.gather(*(env.send(p) for p in payloads))
     assert [s for s, _ in statuses] == [200] * 4
@@ -258,7 +260,7 @@ async def test_an_album_sent_at_once_lands_in_one_case(env: Env) -> None:
 async def test_a_permanent_send_failure_is_shown_to_the_admin_room(env: Env) -> None:
     env.graph.fail_next(1, status=400, code=131026, message="Message undeliverable",
                         match=lambda b: b.get("type") == "text")
-    await env.send(env.graph.text(CITIZEN, "Nomor saya tidak bisa dibalas"))
+    await env.send(env.graph.text(CITIZEN, in_format("Nomor saya tidak bisa dibalas")))
     admin_room = env.bridge.matrix.rooms["admin"]
     card = await env.admin.wait_for(card_in(admin_room))
     notice = await env.admin.wait_for(

@@ -68,6 +68,10 @@ class InboundMessage:
     choice_id: str | None = None
     target_id: str | None = None   # for reaction/edit/revoke: the message it is about
     user_id: str | None = None     # WhatsApp business-scoped user id, kept beside wa_id
+    username: str | None = None    # the citizen's username, where the channel has one
+    # A system message that the citizen changed number or user id: their new keys.
+    new_address: str | None = None
+    previous_user_id: str | None = None
     forwarded: bool = False
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -106,6 +110,23 @@ class StatusUpdate:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One answer a citizen can tap (a button or a list row); typing its number or title
+    works as well on every channel."""
+
+    id: str
+    title: str
+    description: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Choice":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
 class Media:
     data: bytes
     mime_type: str
@@ -123,6 +144,12 @@ class Channel(abc.ABC):
     """One citizen channel. Webhook channels expose routes; polling ones run a task."""
 
     name: str
+    # Hours after the citizen's last message in which free text may be sent (WhatsApp's
+    # customer-service window); None: no such limit.
+    window_hours: float | None = None
+    # Approved templates by purpose (answer, question, rejection): what may be sent outside
+    # the window to say that something waits. Each has a name and a language.
+    templates: dict[str, Any] = {}
 
     def routes(self) -> list[web.RouteDef]:
         """aiohttp routes this channel serves (its webhooks)."""
@@ -139,8 +166,15 @@ class Channel(abc.ABC):
         return {"ok": True}
 
     @abc.abstractmethod
-    async def send_text(self, address: str, text: str, *, reply_to: str | None = None) -> str:
-        """Send a text to a citizen; return the channel's id for that message."""
+    async def send_text(self, address: str, text: str, *, reply_to: str | None = None,
+                        choices: Sequence[Choice] = ()) -> str:
+        """Send a text to a citizen, with ``choices`` to tap where the channel can show
+        them (else as a numbered list in the text); return the channel's id for it."""
+
+    async def send_template(self, address: str, name: str, language: str, params: Sequence[str],
+                            button_payload: str | None = None) -> str:
+        """Send an approved template (outside the window); return the message's id."""
+        raise DeliveryError(f"{self.name} has no message templates", transient=False)
 
     async def mark_read(self, external_id: str) -> None:
         """Tell the citizen their message was read, where the channel has that."""

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 NAME = "whatsapp"
 MAX_TEXT = 4096
+INTERACTIVE_BODY_MAX = 1024
 MEDIA_TYPES = ("image", "document", "audio", "video", "sticker")
 
 # Graph error codes (API-NOTES.md): back off and retry, or give up.
@@ -86,7 +87,9 @@ def parse_notification(payload: Any) -> tuple[list[InboundMessage], list[StatusU
             value = change.get("value")
             if not isinstance(value, dict):
                 raise BadPayload("change without a 'value' object")
-            contacts = {c.get("wa_id"): c for c in _list(value, "contacts") if isinstance(c, dict)}
+            # A contact is known by its number, its business-scoped user id, or both.
+            contacts = {key: c for c in _list(value, "contacts") if isinstance(c, dict)
+                        for key in (c.get("wa_id"), c.get("user_id")) if key}
             for m in _list(value, "messages"):
                 messages.append(_message(m, contacts))
             for s in _list(value, "statuses"):
@@ -107,7 +110,8 @@ def _message(m: Any, contacts: dict[str, dict[str, Any]]) -> InboundMessage:
     if not isinstance(m, dict) or not m.get("id") or not m.get("type"):
         raise BadPayload("message without id or type")
     sender = m.get("from")
-    contact = contacts.get(sender) or (next(iter(contacts.values())) if len(contacts) == 1 else {})
+    contact = (contacts.get(sender) or contacts.get(m.get("from_user_id"))
+               or (next(iter(contacts.values())) if len({id(c) for c in contacts.values()}) == 1 else {}))
     if not sender:
         # Accounts with usernames may come without a phone number: key on the user id.
         sender = contact.get("wa_id") or m.get("from_user_id") or contact.get("user_id")
@@ -117,10 +121,11 @@ def _message(m: Any, contacts: dict[str, dict[str, Any]]) -> InboundMessage:
     common = dict(
         channel=NAME, external_id=str(m["id"]), address=normalize_msisdn(str(sender)),
         at=_time(m.get("timestamp")), name=(contact.get("profile") or {}).get("name"),
+        username=(contact.get("profile") or {}).get("username"),
         user_id=contact.get("user_id") or m.get("from_user_id"),
         reply_to=context.get("id"), forwarded=bool(context.get("forwarded")), raw=m,
     )
-    return InboundMessage(**common, **_body(m["type"], m))
+    return InboundMessage(**{**common, **_body(m["type"], m)})
 
 
 def _body(mtype: str, m: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +167,15 @@ def _body(mtype: str, m: dict[str, Any]) -> dict[str, Any]:
     if mtype == "revoke":
         return dict(kind=base.REVOKE, target_id=(body or {}).get("original_message_id"))
     if mtype == "system":
-        return dict(kind=base.SYSTEM, text=str((body or {}).get("body", "")))
+        body = body if isinstance(body, dict) else {}
+        change: dict[str, Any] = {}
+        if body.get("type") == "user_changed_number" and body.get("wa_id"):
+            change["new_address"] = normalize_msisdn(str(body["wa_id"]))
+        if body.get("type") in ("user_changed_number", "user_changed_user_id") and body.get("previous_user_id"):
+            change["previous_user_id"] = str(body["previous_user_id"])
+            if body.get("user_id"):
+                change["user_id"] = str(body["user_id"])
+        return dict(kind=base.SYSTEM, text=str(body.get("body", "")), **change)
     # unsupported, unknown, order, and whatever Meta adds next: kept, never a crash.
     errors = m.get("errors") or []
     title = errors[0].get("title") if errors and isinstance(errors[0], dict) else None
@@ -190,9 +203,12 @@ def _status(s: Any) -> StatusUpdate:
 
 class WhatsAppChannel(base.Channel):
     name = NAME
+    window_hours = 24.0
 
     def __init__(self, *, graph_url: str, api_version: str, phone_number_id: str, token: str,
-                 app_secret: str, verify_token: str, session: aiohttp.ClientSession | None = None) -> None:
+                 app_secret: str, verify_token: str, session: aiohttp.ClientSession | None = None,
+                 templates: dict[str, Any] | None = None) -> None:
+        self.templates = dict(templates or {})
         self.base = f"{graph_url.rstrip('/')}/{api_version}"
         self.phone_number_id = phone_number_id
         self._token = token
@@ -204,7 +220,7 @@ class WhatsAppChannel(base.Channel):
     @classmethod
     def from_settings(cls, s: Any) -> "WhatsAppChannel":
         return cls(graph_url=s.graph_url, api_version=s.api_version, phone_number_id=s.phone_number_id,
-                   token=s.token, app_secret=s.app_secret, verify_token=s.verify_token)
+                   token=s.token, app_secret=s.app_secret, verify_token=s.verify_token, templates=s.templates)
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self, sink: base.InboundSink) -> None:
@@ -253,14 +269,33 @@ class WhatsAppChannel(base.Channel):
         return web.json_response({"ok": True})
 
     # -- outbound --------------------------------------------------------------------
-    async def send_text(self, address: str, text: str, *, reply_to: str | None = None) -> str:
-        if len(text) > MAX_TEXT:
-            text = text[:MAX_TEXT - 1] + "…"
-        body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual",
-                                "to": normalize_msisdn(address), "type": "text",
-                                "text": {"preview_url": False, "body": text}}
+    async def send_text(self, address: str, text: str, *, reply_to: str | None = None,
+                        choices: Sequence[base.Choice] = ()) -> str:
+        body = self._to(address) | _message_body(text, choices)
         if reply_to:
             body["context"] = {"message_id": reply_to}
+        return await self._send(body)
+
+    async def send_template(self, address: str, name: str, language: str, params: Sequence[str],
+                            button_payload: str | None = None) -> str:
+        components: list[dict[str, Any]] = []
+        if params:
+            components.append({"type": "body", "parameters": [{"type": "text", "text": p} for p in params]})
+        if button_payload:
+            components.append({"type": "button", "sub_type": "quick_reply", "index": "0",
+                               "parameters": [{"type": "payload", "payload": button_payload}]})
+        template: dict[str, Any] = {"name": name, "language": {"code": language}}
+        if components:
+            template["components"] = components
+        return await self._send(self._to(address) | {"type": "template", "template": template})
+
+    @staticmethod
+    def _to(address: str) -> dict[str, Any]:
+        # A citizen known only by a business-scoped user id is addressed as "recipient".
+        key = "recipient" if _BSUID.fullmatch(address) else "to"
+        return {"messaging_product": "whatsapp", "recipient_type": "individual", key: normalize_msisdn(address)}
+
+    async def _send(self, body: dict[str, Any]) -> str:
         answer = await self._request("POST", f"{self.base}/{self.phone_number_id}/messages", json=body)
         try:
             return str(answer["messages"][0]["id"])
@@ -310,6 +345,29 @@ class WhatsAppChannel(base.Channel):
                 raise _graph_error(resp.status, data, resp.headers.get("Retry-After"))
         except aiohttp.ClientError as e:
             raise DeliveryError(f"whatsapp: {e.__class__.__name__}: {e}", transient=True) from e
+
+
+def _message_body(text: str, choices: Sequence[base.Choice]) -> dict[str, Any]:
+    """A text, or an interactive message when the choices fit WhatsApp's limits: up to three
+    reply buttons (titles of 20 characters), else a list of up to ten rows (24). Choices
+    that fit neither are numbered in the text; a typed number or title always works."""
+    if choices and len(text) <= INTERACTIVE_BODY_MAX:
+        if len(choices) <= 3 and all(len(c.title) <= 20 for c in choices):
+            return {"type": "interactive", "interactive": {
+                "type": "button", "body": {"text": text},
+                "action": {"buttons": [{"type": "reply", "reply": {"id": c.id, "title": c.title}}
+                                       for c in choices]}}}
+        if len(choices) <= 10 and all(len(c.title) <= 24 and len(c.description or "") <= 72 for c in choices):
+            return {"type": "interactive", "interactive": {
+                "type": "list", "body": {"text": text},
+                "action": {"button": "Pilih", "sections": [{"title": "Pilihan", "rows": [
+                    {"id": c.id, "title": c.title, **({"description": c.description} if c.description else {})}
+                    for c in choices]}]}}}
+    if choices:
+        text += "\n\n" + "\n".join(f"{i}. {c.title}" for i, c in enumerate(choices, start=1))
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT - 1] + "…"
+    return {"type": "text", "text": {"preview_url": False, "body": text}}
 
 
 def _graph_error(status: int, data: dict[str, Any], retry_after: str | None) -> DeliveryError:

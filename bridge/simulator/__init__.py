@@ -99,10 +99,11 @@ class Simulator:
 
     def _bot_sent(self, record: SentRecord) -> None:
         body = record["body"]
-        if body.get("type") != "text" or record["id"] is None:
+        text = _shown(body)
+        if text is None or record["id"] is None or "to" not in body:
             return
         chat = self.chats.setdefault(body["to"], Chat())
-        chat.lines.append({"from": "bot", "text": body["text"]["body"], "at": time.time()})
+        chat.lines.append({"from": "bot", "text": text, "at": time.time()})
         task = asyncio.get_running_loop().create_task(self._phone_receipts(record["id"], body["to"]))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -121,3 +122,22 @@ class Simulator:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _shown(body: dict[str, Any]) -> str | None:
+    """What a phone shows of the bot's message: its text, with the buttons or list rows of an
+    interactive one numbered below (typing the number answers), or a template's gist."""
+    if body.get("type") == "text":
+        return body["text"]["body"]
+    if body.get("type") == "interactive":
+        i = body["interactive"]
+        if i["type"] == "button":
+            titles = [b["reply"]["title"] for b in i["action"]["buttons"]]
+        else:
+            titles = [r["title"] for s in i["action"]["sections"] for r in s["rows"]]
+        return i["body"]["text"] + "\n\n" + "\n".join(f"[{t}]" for t in titles)
+    if body.get("type") == "template":
+        params = [p.get("text", "") for c in body["template"].get("components", ()) if c.get("type") == "body"
+                  for p in c.get("parameters", ())]
+        return f"(template {body['template']['name']}: {', '.join(params)})"
+    return None
