@@ -160,6 +160,11 @@ async def test_thanks_after_an_answer_opens_nothing_and_a_rating_follows(env: En
     await said_to(env, WARGA, "Sama-sama", after=n)
     async with env.bridge.store.reading() as tx:
         assert await q.count_cases(tx) == 1
+    # Something that reads like a new complaint is asked about; YA starts one.
+    await write(env, "Akta kelahiran anak saya juga belum jadi")
+    await said_to(env, WARGA, "pengaduan baru?", after=n)
+    await write(env, "YA")
+    await said_to(env, WARGA, "nama lengkap", after=n)
 
 
 async def test_a_second_complaint_is_asked_about_and_a_follow_up_finds_its_case(env: Env) -> None:
