@@ -119,7 +119,7 @@ class Conversation:
             if found.nama:
                 data["fields"]["name"] = found.nama
             if found.nik:
-                await self._take_nik(data, found.nik)
+                self._take_nik(data, found.nik)
             if found.service is not None:
                 data["fields"]["service"] = found.service.name
             if found.aduan:
@@ -160,7 +160,7 @@ class Conversation:
             await self._say(tx, citizen, msg, Reply(self.texts.render(f"ask_{missing}")))
         return None
 
-    async def _take_nik(self, data: dict[str, Any], value: str) -> bool:
+    def _take_nik(self, data: dict[str, Any], value: str) -> bool:
         """Check a NIK; a wrong one is explained (a second try), after two it is left out."""
         check = aduan.check_nik(value, self.clock().astimezone(self.cases.calendar.tz).date())
         if check.ok:
@@ -182,7 +182,7 @@ class Conversation:
                 return None
         asking, text = data.get("asking"), (msg.text or "").strip()
         if asking == "nik":
-            if not await self._take_nik(data, text) and "nik_problem" not in data:
+            if not self._take_nik(data, text) and "nik_problem" not in data:
                 await self._set(tx, citizen, COLLECT, data)
                 await self._say(tx, citizen, msg, Reply(self.texts.render("nik_invalid", reason=data["nik_last_error"])))
                 return None

@@ -138,18 +138,21 @@ class Webhooks:
         kind: str,
         content: dict[str, Any],
         *,
-        name: str,
-        msg_id: str | None,
-        timestamp: int | None,
-        reply_to: str | None,
-        user_id: str | None,
+        name: str = "Warga",
+        msg_id: str | None = None,
+        timestamp: int | None = None,
+        reply_to: str | None = None,
+        user_id: str | None = None,
         username: str | None = None,
         parent_user_id: str | None = None,
     ) -> dict[str, Any]:
         """One message from a citizen and its contact.
 
         The sender is ``wa_id`` (the phone number), ``user_id`` (the BSUID), or both; a
-        user known only by BSUID comes without ``from`` and without ``wa_id``.
+        user known only by BSUID comes without ``from`` and without ``wa_id``. Every
+        builder below takes these keywords (``**sender``): ``name`` (the profile name),
+        ``msg_id``, ``timestamp``, ``reply_to`` (the wamid it answers), ``user_id``,
+        ``username`` and ``parent_user_id``.
         """
         if wa_id is None and user_id is None:
             raise ValueError("a message comes from a wa_id, a user_id (BSUID), or both")
@@ -186,27 +189,14 @@ class Webhooks:
         self,
         wa_id: str | None,
         body: str,
-        *,
-        name: str = "Warga",
-        msg_id: str | None = None,
-        timestamp: int | None = None,
-        reply_to: str | None = None,
-        user_id: str | None = None,
-        username: str | None = None,
-        parent_user_id: str | None = None,
+        **sender: Any,
     ) -> dict[str, Any]:
         """A notification carrying one text message from ``wa_id`` (or ``user_id``) and its contact."""
         return self._incoming(
             wa_id,
             "text",
             {"body": body},
-            name=name,
-            msg_id=msg_id,
-            timestamp=timestamp,
-            reply_to=reply_to,
-            user_id=user_id,
-            username=username,
-            parent_user_id=parent_user_id,
+            **sender,
         )
 
     def image(
@@ -216,13 +206,7 @@ class Webhooks:
         *,
         caption: str | None = None,
         mime_type: str = "image/jpeg",
-        name: str = "Warga",
-        msg_id: str | None = None,
-        timestamp: int | None = None,
-        reply_to: str | None = None,
-        user_id: str | None = None,
-        username: str | None = None,
-        parent_user_id: str | None = None,
+        **sender: Any,
     ) -> dict[str, Any]:
         """A notification carrying one image message (add the bytes with add_media first)."""
         content: dict[str, Any] = {}
@@ -233,13 +217,7 @@ class Webhooks:
             wa_id,
             "image",
             content,
-            name=name,
-            msg_id=msg_id,
-            timestamp=timestamp,
-            reply_to=reply_to,
-            user_id=user_id,
-            username=username,
-            parent_user_id=parent_user_id,
+            **sender,
         )
 
     def document(
@@ -250,13 +228,7 @@ class Webhooks:
         filename: str,
         caption: str | None = None,
         mime_type: str = "application/pdf",
-        name: str = "Warga",
-        msg_id: str | None = None,
-        timestamp: int | None = None,
-        reply_to: str | None = None,
-        user_id: str | None = None,
-        username: str | None = None,
-        parent_user_id: str | None = None,
+        **sender: Any,
     ) -> dict[str, Any]:
         """A notification carrying one document message (add the bytes with add_media first)."""
         content: dict[str, Any] = {}
@@ -272,13 +244,7 @@ class Webhooks:
             wa_id,
             "document",
             content,
-            name=name,
-            msg_id=msg_id,
-            timestamp=timestamp,
-            reply_to=reply_to,
-            user_id=user_id,
-            username=username,
-            parent_user_id=parent_user_id,
+            **sender,
         )
 
     def list_reply(
@@ -289,12 +255,7 @@ class Webhooks:
         *,
         reply_to: str,
         description: str | None = None,
-        name: str = "Warga",
-        msg_id: str | None = None,
-        timestamp: int | None = None,
-        user_id: str | None = None,
-        username: str | None = None,
-        parent_user_id: str | None = None,
+        **sender: Any,
     ) -> dict[str, Any]:
         """The citizen picked row ``row_id`` of the list message ``reply_to`` (its wamid).
 
@@ -308,13 +269,8 @@ class Webhooks:
             wa_id,
             "interactive",
             {"type": "list_reply", "list_reply": choice},
-            name=name,
-            msg_id=msg_id,
-            timestamp=timestamp,
             reply_to=reply_to,
-            user_id=user_id,
-            username=username,
-            parent_user_id=parent_user_id,
+            **sender,
         )
 
     def button_reply(
@@ -324,12 +280,7 @@ class Webhooks:
         title: str,
         *,
         reply_to: str,
-        name: str = "Warga",
-        msg_id: str | None = None,
-        timestamp: int | None = None,
-        user_id: str | None = None,
-        username: str | None = None,
-        parent_user_id: str | None = None,
+        **sender: Any,
     ) -> dict[str, Any]:
         """The citizen tapped reply button ``button_id`` of the message ``reply_to`` (its wamid).
 
@@ -339,13 +290,8 @@ class Webhooks:
             wa_id,
             "interactive",
             {"type": "button_reply", "button_reply": {"id": button_id, "title": title}},
-            name=name,
-            msg_id=msg_id,
-            timestamp=timestamp,
             reply_to=reply_to,
-            user_id=user_id,
-            username=username,
-            parent_user_id=parent_user_id,
+            **sender,
         )
 
     def quick_reply(
@@ -353,14 +299,7 @@ class Webhooks:
         wa_id: str | None,
         payload: str,
         text: str,
-        *,
-        reply_to: str | None = None,
-        name: str = "Warga",
-        msg_id: str | None = None,
-        timestamp: int | None = None,
-        user_id: str | None = None,
-        username: str | None = None,
-        parent_user_id: str | None = None,
+        **sender: Any,
     ) -> dict[str, Any]:
         """The citizen tapped a quick-reply button of a template message.
 
@@ -372,13 +311,7 @@ class Webhooks:
             wa_id,
             "button",
             {"payload": payload, "text": text},
-            name=name,
-            msg_id=msg_id,
-            timestamp=timestamp,
-            reply_to=reply_to,
-            user_id=user_id,
-            username=username,
-            parent_user_id=parent_user_id,
+            **sender,
         )
 
     def user_changed_number(
