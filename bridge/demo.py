@@ -1,12 +1,13 @@
-"""The local demo: everything on one machine, no WhatsApp account, no Matrix server.
+"""The local demo: everything on one machine, no account at any chat service, no Matrix server.
 
 A Synapse homeserver from the ``matrix-synapse`` package (data under ``data/demo/``,
 generated on the first run and reused after), the bot and four staff accounts, the role
-rooms, the bridge, and the citizen simulator that plays Meta's part. The SOP, SLA and
-units come from config.toml; only the Matrix, WhatsApp, HTTP and database settings are
-the demo's own. The demo writes them, with the rest, to ``config.toml`` in its data folder,
-so that the shell commands read the demo's database:
-``./run --config data/demo/config.toml case ADU-…``.
+rooms, the bridge, a local fake of each citizen channel's service (what each channel's
+``demo()`` in the registry gives: this module names none), and the citizen simulator
+that writes as citizens through them. The SOP, SLA and units come from config.toml; only
+the Matrix, channel, HTTP and database settings are the demo's own. The demo writes
+them, with the rest, to ``config.toml`` in its data folder, so that the shell commands
+read the demo's database: ``./run --config data/demo/config.toml case ADU-…``.
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from typing import Any
 import nio
 
 from bridge.app import Bridge
-from bridge.config import ROLES, Settings, from_dict
+from bridge.channels import registry
+from bridge.channels.base import DemoService
+from bridge.config import ROLES, from_dict
 from bridge.homeserver import LocalSynapse
 from bridge.simulator import Simulator
-from bridge.simulator.graph import FakeGraph
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,6 @@ SERVER = "localhost"
 BOT = "pengaduan"
 PASSWORD = "pengaduan-demo"      # demo accounts only: printed for Element
 STAFF = {role: role for role in ROLES}     # @admin:localhost, @kasi:localhost, ...
-DEMO_ENV = {"MATRIX_PASSWORD": PASSWORD, "WHATSAPP_TOKEN": "demo-token",
-            "WHATSAPP_APP_SECRET": "demo-app-secret", "WHATSAPP_VERIFY_TOKEN": "demo-verify"}
 
 
 def port_or_free(wanted: int, host: str = "127.0.0.1", what: str = "port") -> int:
@@ -84,14 +84,22 @@ class MissingAliasFilter(logging.Filter):
             del frame                            # no reference cycle through this frame
 
 
-def demo_config(base: dict[str, Any], homeserver: str, graph: FakeGraph, http_port: int) -> dict[str, Any]:
-    """The demo's config: SOP, SLA, units and logging of ``base``, the rest the demo's own."""
+def channel_tables(services: dict[str, DemoService]) -> dict[str, dict[str, Any]]:
+    """Every known channel's config table: its demo service's, enabled, or disabled when it
+    has no part in the demo."""
+    return {cls.name: {"enabled": True, **services[cls.name].config()} if cls.name in services
+            else {"enabled": False} for cls in registry.channels()}
+
+
+def demo_config(base: dict[str, Any], homeserver: str, channels: dict[str, dict[str, Any]],
+                http_port: int) -> dict[str, Any]:
+    """The demo's config: SOP, SLA, units and logging of ``base``, the rest the demo's own;
+    ``channels`` the channels' tables (see ``channel_tables``)."""
     data: dict[str, Any] = {
         "matrix": {"homeserver": homeserver, "user_id": f"@{BOT}:{SERVER}", "device_name": "pengaduan-demo"},
         "rooms": {**{role: f"#pengaduan-{role}:{SERVER}" for role in ROLES}, "create": True},
         "staff": {role: [f"@{user}:{SERVER}"] for role, user in STAFF.items()},
-        "whatsapp": {"enabled": True, "graph_url": graph.url, "api_version": graph.api_version,
-                     "phone_number_id": graph.phone_number_id},
+        **channels,
         "http": {"host": "127.0.0.1", "port": http_port},
         "database": {"path": "pengaduan.db"},          # beside the demo's config.toml
         "demo": {"data_dir": "."},                      # main.py demo: this folder is the demo's
@@ -105,9 +113,12 @@ def demo_config(base: dict[str, Any], homeserver: str, graph: FakeGraph, http_po
     return data
 
 
-def demo_settings(base: dict[str, Any], synapse: LocalSynapse, graph: FakeGraph, data_dir: Path,
-                  http_port: int) -> Settings:
-    return from_dict(demo_config(base, synapse.url, graph, http_port), DEMO_ENV, base_dir=data_dir)
+def demo_env(services: dict[str, DemoService]) -> dict[str, str]:
+    """The demo's secrets: its Matrix password and each channel service's own."""
+    env: dict[str, str] = {}
+    for service in services.values():
+        env.update(service.env)
+    return {**env, "MATRIX_PASSWORD": PASSWORD}
 
 
 def write_config(path: Path, data: dict[str, Any]) -> None:
@@ -155,42 +166,54 @@ async def run_demo(base: dict[str, Any], data_dir: Path, stop: asyncio.Event, *,
     synapse = LocalSynapse(data_dir / "synapse", server_name=SERVER,
                            port=port_or_free(homeserver_port, what="homeserver port") or None)
     await asyncio.to_thread(synapse.start)
-    graph = FakeGraph(token=DEMO_ENV["WHATSAPP_TOKEN"], app_secret=DEMO_ENV["WHATSAPP_APP_SECRET"])
-    simulator = Simulator(graph)
+    services = {cls.name: service for cls in registry.channels() if (service := cls.demo()) is not None}
+    started: list[DemoService] = []
+    simulator = Simulator(services)
     bridge: Bridge | None = None
     quiet = MissingAliasFilter()                 # the first start creates the role rooms' aliases
     logging.getLogger("nio.responses").addFilter(quiet)
     try:
         for user in (BOT, *STAFF.values()):
             await asyncio.to_thread(synapse.register, user, PASSWORD)
-        await graph.start()
-        settings = demo_settings(base, synapse, graph, data_dir,
-                                 port_or_free(http_port, what="simulator port"))
+        for service in services.values():
+            await service.start()
+            started.append(service)
+        tables = channel_tables(services)
+        settings = from_dict(demo_config(base, synapse.url, tables, port_or_free(http_port, what="simulator port")),
+                             demo_env(services), base_dir=data_dir)
         bridge = Bridge(settings, extra_routes=simulator.routes())
         await bridge.start()
         assert bridge.http is not None
-        simulator.webhook_url = f"{bridge.http.url}/webhooks/whatsapp"
+        for name, service in services.items():
+            service.connect(bridge.http.url, simulator.on_bot_message(name))
         # For the shell commands: the ports the demo got, the database beside this file.
-        write_config(data_dir / "config.toml", demo_config(base, synapse.url, graph, bridge.http.port))
-        print(banner(synapse.url, bridge.http.url, data_dir / "config.toml"), flush=True)
+        write_config(data_dir / "config.toml", demo_config(base, synapse.url, tables, bridge.http.port))
+        print(banner(synapse.url, bridge.http.url, data_dir / "config.toml",
+                     [service.title for service in services.values()]), flush=True)
         await stop.wait()
     finally:
         logging.getLogger("nio.responses").removeFilter(quiet)
         await simulator.stop()
         if bridge is not None:
             await bridge.stop()
-        await graph.stop()
+        for service in reversed(started):
+            try:
+                await service.stop()
+            except Exception:                    # the others still stop, and so does Synapse
+                log.exception("demo: %s did not stop cleanly", service.title)
         await asyncio.to_thread(synapse.stop)
 
 
-def banner(homeserver: str, bridge_url: str, config: Path) -> str:
+def banner(homeserver: str, bridge_url: str, config: Path, channels: list[str]) -> str:
     logins = ", ".join(f"@{user}:{SERVER}" for user in STAFF.values())
+    local = ", ".join(["homeserver", *channels[:-1]]) + (f" dan {channels[-1]}" if channels else "")
     return "\n".join([
         "",
-        "Demo pengaduan berjalan (tanpa kredensial: homeserver dan WhatsApp lokal).",
+        f"Demo pengaduan berjalan (tanpa kredensial: {local} lokal).",
         f"  Homeserver Matrix : {homeserver}   (Element: ganti homeserver ke alamat ini)",
         f"  Login petugas     : {logins}",
         f"  Kata sandi        : {PASSWORD}",
+        f"  Saluran warga     : {', '.join(channels) or '(tidak ada)'} (tiruan lokal, tanpa akun)",
         f"  Simulator warga   : {bridge_url}/demo/",
         f"  Perintah shell    : ./run --config {_shown(config)} case ADU-…  (juga: export --month YYYY-MM)",
         "  Ctrl-C untuk berhenti.",

@@ -24,8 +24,8 @@ import nio
 import pytest
 
 from bridge.config import load
-from bridge.demo import MissingAliasFilter, demo_config, port_or_free, write_config
-from bridge.simulator.graph import FakeGraph
+from bridge.channels import registry
+from bridge.demo import MissingAliasFilter, channel_tables, demo_config, port_or_free, write_config
 from tests.harness import BOUNDED
 from tests.story import in_format
 
@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 def no_secrets() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("MATRIX_", "WHATSAPP_"))}
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MATRIX_", "WHATSAPP_", "TELEGRAM_"))}
 
 
 class Demo:
@@ -115,18 +115,57 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     d.stop()
 
 
-async def send_as_citizen(demo: Demo, wa_id: str, text: str) -> dict:
+async def simulator_send(demo: Demo, body: dict) -> tuple[int, dict]:
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"{demo.simulator}api/send", json={"wa_id": wa_id, "name": "Warga Uji", "text": text}) as r:
+        async with s.post(f"{demo.simulator}api/send", json=body) as r:
+            return r.status, await r.json()
+
+
+async def send_as_citizen(demo: Demo, chat: str, text: str, channel: str = "whatsapp",
+                          name: str = "Warga Uji") -> dict:
+    status, answer = await simulator_send(demo, {"channel": channel, "chat": chat, "name": name, "text": text})
+    assert status == 200, answer
+    return answer
+
+
+async def chat_of(demo: Demo, chat: str, channel: str = "whatsapp") -> dict:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{demo.simulator}api/messages", params={"channel": channel, "chat": chat}) as r:
             assert r.status == 200, await r.text()
             return await r.json()
 
 
-async def chat_of(demo: Demo, wa_id: str) -> dict:
-    async with aiohttp.ClientSession() as s:
-        async with s.get(f"{demo.simulator}api/messages", params={"wa_id": wa_id}) as r:
-            assert r.status == 200, await r.text()
-            return await r.json()
+async def bot_lines(demo: Demo, chat: str, channel: str = "whatsapp", *, containing: str = "",
+                    timeout: float = 15) -> list[str]:
+    """The bot's messages in a chat, once one contains ``containing``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        bot = [line["text"] for line in (await chat_of(demo, chat, channel))["lines"] if line["from"] == "bot"]
+        if any(containing in text for text in bot):
+            return bot
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the bot did not answer {channel} {chat}: {bot}")
+        await asyncio.sleep(0.1)
+
+
+async def wait_for_admin_card(demo: Demo, action, *needles: str) -> str:
+    """Run ``action`` as the demo admin watches their room; the card that has ``needles``."""
+    client = nio.AsyncClient(demo.homeserver, "@admin:localhost", config=BOUNDED)
+    try:
+        assert isinstance(await client.login("pengaduan-demo"), nio.LoginResponse)
+        room = await client.room_resolve_alias("#pengaduan-admin:localhost")
+        assert isinstance(await client.join(room.room_id), nio.JoinResponse)
+        await client.sync(timeout=0)                   # from now on
+        await action()
+        for _ in range(40):                            # each sync waits on the server for news
+            resp = await client.sync(timeout=1000, since=client.next_batch)
+            bodies = [getattr(e, "body", "") for r in resp.rooms.join.values() for e in r.timeline.events]
+            for body in bodies:
+                if body.startswith("📨 Pengaduan baru") and all(n in body for n in needles):
+                    return body
+        raise AssertionError("no card reached the demo admin")
+    finally:
+        await client.close()
 
 
 def test_the_first_start_prints_its_addresses_and_no_alarm(demo: Demo) -> None:
@@ -138,13 +177,7 @@ def test_the_first_start_prints_its_addresses_and_no_alarm(demo: Demo) -> None:
 
 async def test_the_shell_commands_read_the_demo_data_while_it_runs(demo: Demo) -> None:
     await send_as_citizen(demo, "081211110002", in_format("Layanan: KTP-el\nKTP-el saya hilang di jalan"))
-    for _ in range(100):
-        bot = [line["text"] for line in (await chat_of(demo, "6281211110002"))["lines"] if line["from"] == "bot"]
-        if bot:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the bot did not answer")
+    bot = await bot_lines(demo, "6281211110002", containing="ADU-")
     ticket = re.search(r"ADU-\d{4}-\d{6}", bot[0]).group(0)
     config = demo.data_dir / "config.toml"                   # written by the demo, beside its data
     assert f"Perintah shell    : ./run --config {config} case ADU-" in "\n".join(demo.lines)   # and named
@@ -166,21 +199,48 @@ async def test_the_shell_commands_read_the_demo_data_while_it_runs(demo: Demo) -
 
 
 async def test_a_simulated_message_becomes_a_card_for_the_demo_admin(demo: Demo) -> None:
-    client = nio.AsyncClient(demo.homeserver, "@admin:localhost", config=BOUNDED)
-    try:
-        assert isinstance(await client.login("pengaduan-demo"), nio.LoginResponse)
-        room = await client.room_resolve_alias("#pengaduan-admin:localhost")
-        assert isinstance(await client.join(room.room_id), nio.JoinResponse)
-        await send_as_citizen(demo, "081211110001", in_format("Akta kelahiran anak saya belum terbit"))
-        for _ in range(40):                            # each sync waits on the server for news
-            resp = await client.sync(timeout=1000, since=client.next_batch)
-            bodies = [getattr(e, "body", "") for r in resp.rooms.join.values() for e in r.timeline.events]
-            if any(b.startswith("📨 Pengaduan baru") and "Akta kelahiran anak" in b for b in bodies):
-                break
-        else:
-            raise AssertionError("no card reached the demo admin")
-    finally:
-        await client.close()
+    async def write() -> None:             # as the page wrote before it knew channels: wa_id
+        status, answer = await simulator_send(demo, {"wa_id": "081211110001", "name": "Warga Uji",
+                                                     "text": in_format("Akta kelahiran anak saya belum terbit")})
+        assert status == 200 and answer["chat"] == "6281211110001", answer
+    card = await wait_for_admin_card(demo, write, "Akta kelahiran anak")
+    assert "WhatsApp" in card
+    assert (await chat_of(demo, "6281211110001"))["wa_id"] == "6281211110001"
+
+
+async def test_a_telegram_citizen_gets_the_ticket_in_their_chat_and_the_admin_a_card(demo: Demo) -> None:
+    async def write() -> None:
+        await send_as_citizen(demo, "5123400001", in_format("Kartu keluarga saya hilang saat banjir"),
+                              channel="telegram", name="Dewi")
+    card = await wait_for_admin_card(demo, write, "Kartu keluarga saya hilang")
+    assert "· Telegram" in card and "lewat Telegram" in card, card
+    bot = await bot_lines(demo, "5123400001", "telegram", containing="ADU-")
+    ticket = re.search(r"ADU-\d{4}-\d{6}", "\n".join(bot)).group(0)
+    assert ticket in card
+    chat = await chat_of(demo, "5123400001", "telegram")
+    assert chat["name"] == "Dewi" and chat["channel"] == "telegram"
+    assert [line["from"] for line in chat["lines"]][0] == "citizen"
+    # The same id on WhatsApp is another phone: nothing of this chat there.
+    assert (await chat_of(demo, "5123400001"))["lines"] == []
+
+
+async def test_the_simulator_lists_its_channels_and_refuses_in_indonesian(demo: Demo) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{demo.simulator}api/channels") as r:
+            assert r.status == 200
+            assert await r.json() == [{"name": c.name, "title": c.title} for c in registry.channels() if c.demo()]
+    assert "Saluran warga     : WhatsApp, Telegram" in "\n".join(demo.lines)
+    refusals = {
+        "nomor WhatsApp tidak valid": {"chat": "12345", "text": "halo"},
+        "ID pengguna Telegram tidak valid": {"channel": "telegram", "chat": "12ab", "text": "halo"},
+        "tidak ada di demo ini": {"channel": "sms", "chat": "081234567890", "text": "halo"},
+        "tulis pesan atau lampirkan gambar": {"channel": "telegram", "chat": "5123400002", "text": " "},
+        "gambar harus JPEG/PNG/WebP": {"chat": "081234567890", "text": "x", "image": "data:text/html;base64,PGI+"},
+    }
+    for error, body in refusals.items():
+        status, answer = await simulator_send(demo, body)
+        assert status == 400 and error in answer["error"], (body, answer)
+    assert (await chat_of(demo, "5123400002", "telegram"))["lines"] == []
 
 
 @pytest.mark.skipif(not CHROMIUM and os.environ.get("CI") != "true",
@@ -246,11 +306,35 @@ async def test_the_simulator_page_in_a_real_browser(demo: Demo, tmp_path: Path) 
             shot = tmp_path / "simulator.png"
             await page.screenshot(path=str(shot))
             box = await reply.bounding_box()
+
+            # Telegram: the picker lists it, the field asks for a user id, the bot answers there.
+            assert await page.locator("#channel option").all_inner_texts() == ["WhatsApp", "Telegram"]
+            assert "WhatsApp atau Telegram" in await intro.inner_text()
+            assert await page.inner_text("#number-label") == "Nomor WhatsApp"
+            await page.select_option("#channel", "telegram")
+            assert await page.inner_text("#number-label") == "ID pengguna Telegram"
+            await page.locator(".bubble").first.wait_for(state="detached", timeout=5_000)
+            await page.fill("#number", "5123 400 777")
+            await page.press("#number", "Tab")
+            await page.fill("#name", "Agus")
+            await page.fill("#text", in_format("Surat pindah saya belum selesai <b>tebal</b>"))
+            await page.click("#send")
+            await page.locator(".bubble.citizen", has_text="<b>tebal</b>").wait_for(timeout=15_000)
+            tg_reply = page.locator(".bubble.bot", has_text="ADU-").first
+            await tg_reply.wait_for(timeout=20_000)
+            assert "Pengaduan Anda sudah kami terima" in await tg_reply.inner_text()
+            assert await page.locator(".bubble", has_text="KK saya").count() == 0
+            # Back on WhatsApp: the number and chat used there before.
+            await page.select_option("#channel", "whatsapp")
+            assert await page.input_value("#number") == "0812 2222 0003"
+            assert await page.input_value("#name") == "Rina <i>Uji</i>"
+            await page.locator(".bubble.citizen", has_text="KK saya").wait_for(timeout=5_000)
         finally:
             await browser.close()
     # What the bridge was told: each number with its own name.
     assert (await chat_of(demo, "6281222220003"))["name"] == "Rina <i>Uji</i>"
     assert (await chat_of(demo, "6281222220004"))["name"] == "Budi Santoso"
+    assert (await chat_of(demo, "5123400777", "telegram"))["name"] == "Agus"
     # The screenshot shows the reply: a white bot bubble where the page says it is.
     img = Image.open(shot).convert("RGB")
     x, y = int(box["x"] + 4), int(box["y"] + box["height"] / 2)
@@ -317,9 +401,19 @@ async def test_the_demo_config_is_one_the_shell_commands_load(tmp_path: Path) ->
     base = {**base, "units": [{"name": "capil", "categories": ["Akta \"Kelahiran\""], "kasi": "#k:x", "kabid": "#b:x"}],
             "sla": {**base["sla"], "cuti_bersama": [datetime(2026, 12, 31).date()]}}
     path = tmp_path / "config.toml"
-    async with FakeGraph() as graph:
-        write_config(path, demo_config(base, "http://127.0.0.1:8008", graph, 8080))
+    services = {c.name: service for c in registry.channels() if (service := c.demo())}
+    assert set(services) == {"whatsapp", "telegram"}
+    for service in services.values():
+        await service.start()
+    try:
+        write_config(path, demo_config(base, "http://127.0.0.1:8008", channel_tables(services), 8080))
+    finally:
+        for service in services.values():
+            await service.stop()
+    text = path.read_text(encoding="utf-8")
+    assert not [secret for service in services.values() for secret in service.env.values() if secret in text]
     settings = load(path, offline=True)
+    assert {name: ch.enabled for name, ch in settings.channels.items()} == {"whatsapp": True, "telegram": True}
     assert settings.database_path == tmp_path / "pengaduan.db"
     assert settings.matrix.homeserver == "http://127.0.0.1:8008" and settings.http.port == 8080
     assert settings.raw["sop"] == base["sop"] and settings.raw["sla"] == base["sla"]
