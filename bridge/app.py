@@ -13,8 +13,8 @@ from aiohttp import web
 
 from bridge import messages as msgs
 from bridge.cases import Cases, Unit
+from bridge.channels import registry
 from bridge.channels.base import Channel
-from bridge.channels.whatsapp import WhatsAppChannel
 from bridge.clock import Clock, system_clock
 from bridge.config import ConfigError, Settings
 from bridge.conversation import Conversation
@@ -46,9 +46,9 @@ class Bridge:
             self.texts = Texts.load(override=settings.citizen.texts)
         except TextsError as e:
             raise ConfigError(str(e)) from None
-        self.channels: dict[str, Channel] = {}
-        if settings.whatsapp.enabled:
-            self.channels["whatsapp"] = WhatsAppChannel.from_settings(settings.whatsapp)
+        self.channels: dict[str, Channel] = {
+            cls.name: cls.from_settings(settings.channels[cls.name])
+            for cls in registry.channels() if cls.name in settings.channels and settings.channels[cls.name].enabled}
         self.store: Store | None = None
         self.matrix: MatrixBot | None = None
         self.http: HttpServer | None = None

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable
 
 from bridge import messages as msgs
+from bridge.channels import registry
 from bridge.channels.base import InboundMessage, StatusUpdate
 from bridge.clock import Clock, parse_ts
 from bridge.outbox import HOLDABLE, WINDOW_CLOSED, Outbox
@@ -116,7 +117,7 @@ class Cases:
         await tx.link_inbound(msg.channel, [m.external_id for m in (*complaint.evidence, msg)], case_id)
         await self._schedule(tx, case_id)
         await tx.add_event(case_id, at=now, actor=BOT, kind="opened", to_step=step.id,
-                           note=f"Pengaduan diterima lewat {msgs.CHANNEL_NAMES.get(msg.channel, msg.channel)}",
+                           note=f"Pengaduan diterima lewat {registry.title(msg.channel)}",
                            data={"inbound": msg.external_id, **({"linked": linked["ticket"]} if linked else {})})
         case = await tx.get_case(case_id)
         assert case is not None
@@ -172,7 +173,13 @@ class Cases:
 
     async def _attachments(self, tx: Tx, case_id: int, room: str, msg: InboundMessage,
                            caption: str = "") -> None:
+        limit = too_big_limit(msg.channel)
         for i, att in enumerate(msg.attachments):
+            if limit and att.size and att.size > limit:
+                # Its service will not hand it over: staff hear why (the citizen was told at once).
+                await self.outbox.thread(tx, case_id, room, msgs.attachment_too_big(
+                    msgs.describe_attachments((att,))[0], att.size, limit, registry.title(msg.channel)).notice())
+                continue
             await self.outbox.attachment(tx, case_id, room, msg.channel, att,
                                          caption=mask_nik(caption) if i == 0 else "")
 
@@ -365,13 +372,20 @@ class Cases:
         writes again (``answer_unconfirmed``): an unconfirmed delivery never blocks them.
         """
         await tx.update_case(case_id, answer_sent_at=self.clock(), next_alert_at=None)
+        case = await tx.get_case(case_id)
+        assert case is not None
+        channel = registry.get(case["channel"])
+        if channel is not None and not channel.reports_delivery:
+            # No receipts exist on this channel: what it accepted is as delivered as it gets.
+            await self.answer_delivered(tx, case, "accepted")
 
     async def answer_delivered(self, tx: Tx, case: Row, status: str) -> None:
         """The citizen has the answer: the case is done."""
         if case["state"] == "closed":
             return
+        final = registry.title(case["channel"]) if status == "accepted" else None
         await self._close_answered(tx, case, "answer_delivered", status,
-                                   msgs.delivery_status(case["ticket"], status))
+                                   msgs.delivery_status(case["ticket"], status, final=final))
         if self.on_answered is not None:
             await self.on_answered(tx, case)
 
@@ -455,6 +469,12 @@ class Cases:
         await self.outbox.thread(tx, case["id"], room,
                                  msgs.delivery_status(case["ticket"], "failed", error).notice())
         await self._reactions(tx, new, room)
+
+
+def too_big_limit(channel: str) -> int | None:
+    """The largest file the channel's service hands over (None: no limit of its own)."""
+    cls = registry.get(channel)
+    return cls.max_download_bytes if cls else None
 
 
 def _link(card: Row) -> str:

@@ -62,29 +62,6 @@ class SlaSettings:
 
 
 @dataclass(frozen=True)
-class Template:
-    """An approved WhatsApp message template: the ticket number is its one body parameter,
-    and it has one quick-reply button."""
-
-    name: str
-    language: str
-
-
-@dataclass(frozen=True)
-class WhatsAppSettings:
-    enabled: bool
-    graph_url: str
-    api_version: str
-    phone_number_id: str
-    token: str
-    app_secret: str
-    verify_token: str
-    # Outside the 24-hour window, by purpose of the waiting message: answer, question,
-    # rejection (a purpose without its own uses the answer's).
-    templates: dict[str, Template] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class CitizenSettings:
     """The citizen's side of the conversation ([citizen])."""
 
@@ -107,7 +84,8 @@ class Settings:
     matrix: MatrixSettings
     rooms: RoomSettings
     staff: dict[str, tuple[str, ...]]
-    whatsapp: WhatsAppSettings
+    # Every known channel's settings by name (bridge/channels/registry.py), enabled or not.
+    channels: dict[str, Any]
     http: HttpSettings
     database_path: Path
     data_dir: Path
@@ -142,14 +120,15 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 def has_credentials(env: Mapping[str, str] | None = None) -> bool:
     """Whether any secret is set: with none, ``./run`` starts the local demo instead."""
     env = os.environ if env is None else env
-    return any(env.get(k) for k in ("MATRIX_PASSWORD", "MATRIX_ACCESS_TOKEN", "WHATSAPP_TOKEN",
-                                     "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"))
+    from bridge.channels import registry
+    return any(env.get(k) for k in ("MATRIX_PASSWORD", "MATRIX_ACCESS_TOKEN",
+                                     *(name for ch in registry.channels() for name in ch.secrets)))
 
 
 def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path,
               offline: bool = False) -> Settings:
+    from bridge.channels import registry
     r = _Reader(data, {} if offline else env, offline=offline)
-    enabled_wa = r.get("whatsapp", "enabled", bool, True)
 
     matrix = MatrixSettings(
         homeserver=r.url("matrix", "homeserver"),
@@ -168,19 +147,7 @@ def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path,
     )
     staff = {role: tuple(r.user_list("staff", role)) for role in ROLES}
 
-    whatsapp = WhatsAppSettings(
-        enabled=enabled_wa,
-        graph_url=r.url("whatsapp", "graph_url", "https://graph.facebook.com").rstrip("/"),
-        api_version=r.match("whatsapp", "api_version", re.compile(r"^v\d+\.\d+$"),
-                            "a Graph API version like v21.0", default="v21.0"),
-        phone_number_id=r.get("whatsapp", "phone_number_id", str) if enabled_wa else "",
-        token=r.secret("WHATSAPP_TOKEN", "whatsapp") if enabled_wa else "",
-        app_secret=r.secret("WHATSAPP_APP_SECRET", "whatsapp") if enabled_wa else "",
-        verify_token=r.secret("WHATSAPP_VERIFY_TOKEN", "whatsapp") if enabled_wa else "",
-        templates=_templates(r),
-    )
-    if enabled_wa and not whatsapp.phone_number_id.isdigit():
-        raise ConfigError("[whatsapp] phone_number_id: must be the digits of the phone number id from Meta")
+    channels = {ch.name: ch.read_settings(Section(r, ch.name, ch.enabled_by_default)) for ch in registry.channels()}
 
     port = r.get("http", "port", int, 8080)
     if not 0 <= port <= 65535:
@@ -200,28 +167,9 @@ def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path,
     log_format = r.get("logging", "format", str, "text")
     if log_format not in ("text", "json"):
         raise ConfigError(f"[logging] format: must be \"text\" or \"json\", not {log_format!r}")
-    return Settings(matrix=matrix, rooms=rooms, staff=staff, whatsapp=whatsapp, http=http,
+    return Settings(matrix=matrix, rooms=rooms, staff=staff, channels=channels, http=http,
                     database_path=db, data_dir=db.parent, sop=profile, units=_units(data), sla=_sla(data),
                     citizen=_citizen(r, base_dir), log_format=log_format, raw=data)
-
-
-TEMPLATE_PURPOSES = ("answer", "question", "rejection")
-
-
-def _templates(r: "_Reader") -> dict[str, Template]:
-    table = r.get("whatsapp", "templates", dict, {})
-    out = {}
-    for purpose, spec in table.items():
-        where = f"[whatsapp.templates.{purpose}]"
-        if purpose not in TEMPLATE_PURPOSES:
-            raise ConfigError(f"{where}: unknown purpose (one of {', '.join(TEMPLATE_PURPOSES)})")
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"].strip():
-            raise ConfigError(f"{where} name: missing (the template's name as approved by Meta)")
-        language = spec.get("language", "id")
-        if not isinstance(language, str) or not re.match(r"^[a-z]{2,3}(_[A-Z]{2})?$", language):
-            raise ConfigError(f"{where} language: {language!r} is not a language code like \"id\"")
-        out[purpose] = Template(spec["name"].strip(), language)
-    return out
 
 
 def _citizen(r: "_Reader", base_dir: Path) -> CitizenSettings:
@@ -303,6 +251,36 @@ def _units(data: dict[str, Any]) -> tuple[UnitSettings, ...]:
             rooms[role] = ref
         out.append(UnitSettings(name, tuple(cats), rooms))
     return tuple(out)
+
+
+class Section:
+    """One channel's config table (``[name]``) and its secrets, for ``Channel.read_settings``.
+
+    ``enabled`` is read here for every channel; a disabled channel needs no secret and no
+    key of its own (``secret`` and ``required`` give "" then)."""
+
+    def __init__(self, reader: "_Reader", table: str, enabled_by_default: bool) -> None:
+        self.reader = reader
+        self.table = table
+        self.enabled: bool = reader.get(table, "enabled", bool, enabled_by_default)
+
+    def get(self, key: str, typ: Any, default: Any) -> Any:
+        return self.reader.get(self.table, key, typ, default)
+
+    def required(self, key: str, typ: Any = str) -> Any:
+        return self.reader.get(self.table, key, typ) if self.enabled else ""
+
+    def url(self, key: str, default: str) -> str:
+        return self.reader.url(self.table, key, default)
+
+    def match(self, key: str, pattern: re.Pattern[str], what: str, default: str) -> str:
+        return self.reader.match(self.table, key, pattern, what, default)
+
+    def secret(self, name: str) -> str:
+        return self.reader.secret(name, self.table) if self.enabled else ""
+
+    def error(self, message: str) -> ConfigError:
+        return ConfigError(f"[{self.table}] {message}")
 
 
 class _Reader:

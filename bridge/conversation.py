@@ -21,12 +21,12 @@ from datetime import timedelta
 from typing import Any
 
 from bridge import aduan
-from bridge.cases import Cases, Complaint
+from bridge.cases import Cases, Complaint, too_big_limit
 from bridge.channels import base as K
 from bridge.channels.base import Choice, InboundMessage
 from bridge.clock import Clock, parse_ts
 from bridge.config import CitizenSettings
-from bridge.messages import local_day_time
+from bridge.messages import describe_attachments, local_day_time, size
 from bridge.outbox import HELD_PAYLOAD, Outbox
 from bridge.store import Row, Tx
 from bridge.texts import Texts
@@ -76,6 +76,7 @@ class Conversation:
     async def handle(self, tx: Tx, citizen: Row, msg: InboundMessage) -> int | None:
         """A message the citizen wrote or sent; returns the case it went to, if any."""
         await self.release_held(tx, citizen)
+        await self._too_big(tx, citizen, msg)
         if msg.kind == K.CHOICE and msg.choice_id == HELD_PAYLOAD:
             return None                         # "show me": what waited is on its way
         conv = await tx.get_conversation(citizen["id"])
@@ -108,10 +109,19 @@ class Conversation:
             return None
         return await self._start(tx, citizen, msg, found)
 
+    async def _too_big(self, tx: Tx, citizen: Row, msg: InboundMessage) -> None:
+        """A file the channel will not hand over: the citizen hears it at once (staff see it
+        in the thread when the file would have come)."""
+        limit = too_big_limit(msg.channel)
+        for att in msg.attachments:
+            if limit and att.size and att.size > limit:
+                await self._say(tx, citizen, msg, Reply(self.texts.render(
+                    "file_too_big", name=describe_attachments((att,))[0], size=size(att.size), limit=size(limit))))
+
     # -- the complaint format, guided --------------------------------------------------------
     async def _start(self, tx: Tx, citizen: Row, msg: InboundMessage, found: aduan.FormatAduan | None,
                      greet: bool = True) -> int | None:
-        data: dict[str, Any] = {"fields": {}, "evidence": [], "nik_tries": 0,
+        data: dict[str, Any] = {"fields": {}, "evidence": [], "nik_tries": 0, "album": msg.group,
                                 "confidential": self.settings.confidential, "first": msg.external_id}
         if found is not None:
             if found.rahasia is not None:
@@ -177,8 +187,13 @@ class Conversation:
         if msg.attachments:
             data["evidence"].append(msg.to_dict())
             if not msg.text:
+                # An album comes as one message per file: one reply for all of it.
+                same_album = msg.group is not None and data.get("album") == msg.group
+                data["album"] = msg.group
                 await self._set(tx, citizen, COLLECT, data)
-                await self._say(tx, citizen, msg, Reply(self.texts.render("evidence_kept", count=len(data["evidence"]))))
+                if not same_album:
+                    await self._say(tx, citizen, msg, Reply(self.texts.render("evidence_kept",
+                                                                              count=len(data["evidence"]))))
                 return None
         asking, text = data.get("asking"), (msg.text or "").strip()
         if asking == "nik":

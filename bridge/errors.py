@@ -11,3 +11,12 @@ class DeliveryError(Exception):
         self.transient = transient
         self.code = code
         self.retry_after = retry_after
+
+
+class NotYet(Exception):
+    """A send must wait for the channel's own pace (messages a second): the outbox tries
+    the row again after ``seconds`` of real time, without counting a failed attempt."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"not before {seconds:.2f}s")
+        self.seconds = seconds

@@ -23,7 +23,8 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
 from bridge.clock import parse_ts
-from bridge.messages import CHANNEL_NAMES, STATE_NAMES
+from bridge.channels import registry
+from bridge.messages import STATE_NAMES
 from bridge.store import Row, Store, Tx
 from bridge.workflow import Profile, Step
 from bridge.worktime import WorkCalendar
@@ -98,7 +99,7 @@ async def month_rows(tx: Tx, profile: Profile, calendar: WorkCalendar, month: st
             "Nomor tiket": case["ticket"],
             "Diterima": _local(case["opened_at"], calendar),
             "Selesai": _local(case["closed_at"], calendar) if closed else None,
-            "Saluran": CHANNEL_NAMES.get(case["channel"], case["channel"]),
+            "Saluran": registry.title(case["channel"]),
             "Layanan": case["category"],
             "Langkah terakhir": step.name if step else case["step"],
             "Hasil": case["outcome"] if closed else STATE_NAMES.get(case["state"], case["state"]),

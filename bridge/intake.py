@@ -22,7 +22,8 @@ from bridge.channels.base import InboundMessage, StatusUpdate
 from bridge.clock import Clock
 from bridge.conversation import Conversation
 from bridge.outbox import Outbox
-from bridge.privacy import mask_phone
+from bridge.channels import registry
+from bridge.channels.registry import mask_address
 from bridge.store import Row, Store, Tx
 from bridge.worker import Worker
 
@@ -49,9 +50,12 @@ class Intake(Worker):
         return RETRY_SECONDS if self._retrying else 30.0
 
     # -- the sink --------------------------------------------------------------------
-    async def accept(self, messages: Sequence[InboundMessage], statuses: Sequence[StatusUpdate]) -> None:
+    async def accept(self, messages: Sequence[InboundMessage], statuses: Sequence[StatusUpdate],
+                     cursor: tuple[str, str] | None = None) -> None:
         now = self.clock()
         async with self.store.transaction() as tx:
+            if cursor is not None:
+                await tx.save_cursor(*cursor, at=now)
             for m in messages:
                 if not await tx.insert_inbound(m, now):
                     log.info("intake: %s %s seen before, ignored", m.channel, m.external_id[-12:])
@@ -67,6 +71,10 @@ class Intake(Worker):
             self.wake()
         if statuses:
             self.outbox.wake()
+
+    async def cursor(self, channel: str) -> str | None:
+        async with self.store.reading() as tx:
+            return await tx.get_cursor(channel)
 
     # -- the worker ----------------------------------------------------------------
     async def run_once(self) -> int:
@@ -89,7 +97,7 @@ class Intake(Worker):
                 done += 1
             except Exception as e:
                 log.exception("intake: inbound %d (%s from %s) failed", inbound_id, msg.kind,
-                              mask_phone(msg.address))
+                              mask_address(msg.channel, msg.address))
                 blocked.add((msg.channel, msg.address))
                 self._retrying = await self._failed(inbound_id, msg, e) or self._retrying
             self.outbox.wake()
@@ -106,7 +114,7 @@ class Intake(Worker):
             citizen = await tx.citizen_by_address(msg.channel, msg.address)
             case = await tx.open_case_of(citizen["id"]) if citizen else None
             await self.outbox.notice(tx, "admin", msgs.inbound_set_aside(
-                case["ticket"] if case else None, mask_phone(msg.address), msg.kind, attempts).notice())
+                case["ticket"] if case else None, mask_address(msg.channel, msg.address), msg.kind, attempts).notice())
         log.error("intake: inbound %d set aside after %d attempts", inbound_id, attempts)
         return False
 
@@ -125,7 +133,8 @@ class Intake(Worker):
         assert citizen is not None
         case_id: int | None = None
         if msg.kind in K.CASE_KINDS:
-            await self.outbox.mark_read(tx, msg.channel, citizen["address"], msg.external_id)
+            if (channel := registry.get(msg.channel)) is not None and channel.marks_read:
+                await self.outbox.mark_read(tx, msg.channel, citizen["address"], msg.external_id)
             case_id = await self.conversation.handle(tx, citizen, msg)
         elif (case := await self._case_about(tx, citizen, msg)) is not None:
             # A reaction, an edit, a deleted or unsupported message: staff should see it,

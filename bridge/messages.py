@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 from bridge.channels.base import Attachment, InboundMessage
 from bridge.clock import parse_ts
-from bridge.privacy import mask_nik, mask_phone
+from bridge.channels import registry
+from bridge.privacy import mask_nik
 from bridge.workflow import OUTCOME_REJECTED, OUTCOME_UNDELIVERABLE
 from bridge.workflow import ROLE_TITLES as ROLE_NAMES
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from bridge.workflow import Step
 
 DISPLAY_TZ = ZoneInfo("Asia/Jakarta")
-CHANNEL_NAMES = {"whatsapp": "WhatsApp", "telegram": "Telegram"}
 ATTACHMENT_NAMES = {"image": "Foto", "document": "Dokumen", "audio": "Rekaman suara",
                     "video": "Video", "sticker": "Stiker"}
 
@@ -149,7 +149,7 @@ def case_card(*, case: Row, citizen: Row, step: "Step", text: str, attachments: 
     it ended and when.
     """
     ticket = case["ticket"]
-    via = CHANNEL_NAMES.get(case["channel"], case["channel"])
+    via = registry.title(case["channel"])
     admin = room_role == "admin"
     found = NIK_LINE.search(text or "")
     nik = case.get("nik") or (found.group(1) if found else None)
@@ -200,10 +200,8 @@ def citizen_line(case: Row, citizen: Row, via: str, admin: bool) -> str:
     name = case.get("citizen_name") or citizen["name"] or "(tanpa nama)"
     if citizen.get("username"):
         name += f" (@{citizen['username']})"
-    address = citizen["address"]
-    if address == citizen.get("user_id"):           # known by a username only: no number to show
-        return f"{name} · {via}"
-    return f"{name} · {via} {address if admin else mask_phone(address)}"
+    address = registry.show_address(case["channel"], citizen["address"], whole=admin)
+    return f"{name} · {via} {address}" if address else f"{name} · {via}"
 
 
 def greeting_name(name: str | None) -> str:
@@ -257,6 +255,19 @@ def earlier_messages(events: list["Row"]) -> Rich:
 
 def missing_attachment(name: str) -> Rich:
     text = f"📎 Lampiran {name} tidak dapat diambil dari saluran pemohon (lihat pemberitahuan di ruang Admin WA)."
+    return Rich(text, esc(text))
+
+
+def size(n: int) -> str:
+    """A file size as people say it: 25,3 MB, 480 KB."""
+    if n >= 1024 * 1024:
+        return f"{n / 1024 / 1024:.1f} MB".replace(".", ",")
+    return f"{max(1, round(n / 1024))} KB"
+
+
+def attachment_too_big(name: str, n: int, limit: int, via: str) -> Rich:
+    text = (f"📎 Lampiran {name} ({size(n)}) melebihi batas {size(limit)} yang dapat diambil lewat {via}; "
+            f"berkas tidak diambil. Pemohon sudah diminta mengirim berkas yang lebih kecil.")
     return Rich(text, esc(text))
 
 
@@ -370,13 +381,18 @@ def back_from_waiting(step: "Step") -> Rich:
 # A case's state as staff and reports read it.
 STATE_NAMES = {"open": "dalam proses", "waiting": "menunggu pemohon", "closed": "selesai"}
 
-DELIVERY_NAMES = {"accepted": "diterima server WhatsApp", "sent": "terkirim", "delivered": "sampai di ponsel pemohon",
+DELIVERY_NAMES = {"accepted": "diterima server saluran", "sent": "terkirim", "delivered": "sampai di ponsel pemohon",
                   "read": "dibaca pemohon", "failed": "GAGAL terkirim"}
 
 
-def delivery_status(ticket: str, status: str, error: str | None = None) -> Rich:
+def delivery_status(ticket: str, status: str, error: str | None = None, *, final: str | None = None) -> Rich:
+    """What became of the answer. ``final``: the channel (by its title) gives no receipts,
+    so its accepting the answer ends the case."""
     text = f"📬 Jawaban {ticket}: {DELIVERY_NAMES.get(status, status)}" + (f" ({error})" if error else "")
-    if status in ("delivered", "read"):
+    if final:
+        text = (f"📬 Jawaban {ticket}: diterima server {final}. {final} tidak memberi tanda terima sampai, "
+                "jadi jawaban dianggap sampai. Kasus selesai.")
+    elif status in ("delivered", "read"):
         text += ". Kasus selesai."
     elif status == "failed":
         text += (". Periksa nomor pemohon lalu kirim ulang dengan 📤 / !kirim; bila jawaban memang tidak "

@@ -326,3 +326,16 @@ async def citizen_conversation(db: aiosqlite.Connection) -> None:
         rated_at  TEXT NOT NULL
     );
     """)
+
+
+@upgrade(7)
+async def channel_cursors(db: aiosqlite.Connection) -> None:
+    await run_script(db, """
+    -- Where a polling channel stands (Telegram: the next getUpdates offset), written in the
+    -- transaction that stores the updates it confirms.
+    CREATE TABLE channel_cursors (
+        channel     TEXT PRIMARY KEY,
+        position    TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    """)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
 from bridge.channels.base import Attachment, Choice
 from bridge.clock import Clock, parse_ts
-from bridge.errors import DeliveryError
+from bridge.errors import DeliveryError, NotYet
 from bridge.store import Row, Store, Tx
 from bridge.worker import Worker
 
@@ -188,12 +190,18 @@ class Dispatcher(Worker):
         self.handlers: dict[str, Handler] = {}
         self.delivered = 0
         self.failures = 0
+        self._paced_until: float | None = None    # a channel asked us to wait until then (monotonic)
 
     def register(self, kind: str, handler: Handler) -> None:
         self.handlers[kind] = handler
 
     async def idle_seconds(self) -> float:
         """Until the next retry is due (at most 30 s; a new row wakes us sooner)."""
+        if self._paced_until is not None:
+            # Rows are due but their channel's pace says wait: until then, not a busy loop.
+            wait, self._paced_until = self._paced_until - time.monotonic(), None
+            if wait > 0:
+                return min(wait, 30.0)
         async with self.store.reading() as tx:
             next_due = await tx.next_outbox_due()
         if not next_due:
@@ -213,6 +221,9 @@ class Dispatcher(Worker):
             if handler is None:
                 raise DeliveryError(f"no handler for {row['kind']}", transient=False)
             finish = await handler(Delivery(row, self.store))
+        except NotYet as e:            # the channel's pace: the row stays due, no attempt counted
+            self._paced_until = min(self._paced_until or math.inf, time.monotonic() + e.seconds)
+            return False
         except DeliveryError as e:
             await self._failed(row, e)
             return False

@@ -19,12 +19,13 @@ from typing import Any, Mapping
 
 import nio
 
+from bridge.channels import registry
 from bridge.clock import Clock, system_clock
+from bridge.errors import DeliveryError
 from bridge.config import ROLES, Settings, load
 from bridge.matrix import MatrixBot, MatrixStartupError
 from bridge.store import Store
 
-WHATSAPP_SECRETS = ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN")
 BOT_LEVEL, LEAD_LEVEL = 100, 50
 # Room versions whose creators hold unlimited power and must not be listed in
 # m.room.power_levels "users" (MSC4289, room version 12 onwards: Synapse refuses them).
@@ -33,9 +34,9 @@ _UNLIMITED = float("inf")
 
 
 def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
-    """The config reader for setup: missing WhatsApp secrets are reported, not fatal."""
+    """The config reader for setup: missing channel secrets are reported, not fatal."""
     env = dict(os.environ if env is None else env)
-    for name in WHATSAPP_SECRETS:
+    for name in (name for ch in registry.channels() for name in ch.secrets):
         env[name] = env.get(name) or "(not set)"
     return load(path, env)
 
@@ -81,7 +82,7 @@ async def run_setup(settings: Settings, store: Store, *, clock: Clock = system_c
         await bot.stop()
     todo += [f"missing: [staff] {role} lists nobody, so no one is invited to its rooms"
              for role in ROLES if not settings.staff[role]]
-    todo += _outside_matrix(settings, env)
+    todo += await _channels(settings, env, changes)
     summary = f"{len(changes)} change(s) made" if changes else "nothing changed: the rooms were already set up"
     return [*changes, *todo, summary]
 
@@ -154,12 +155,23 @@ async def _power_levels(bot: MatrixBot, room_id: str, where: str, state: list[di
     changes.append(f"power levels in {where}: " + ", ".join(f"{u} {n}" for u, n in wanted.items()))
 
 
-def _outside_matrix(settings: Settings, env: Mapping[str, str]) -> list[str]:
-    if not settings.whatsapp.enabled:
-        return []
-    lines = [f"missing: {name} is not set in the environment" for name in WHATSAPP_SECRETS if not env.get(name)]
-    http = settings.http
-    lines.append(f"webhook: register https://<your host>/webhooks/whatsapp with Meta (HTTPS only: a reverse "
-                 f"proxy to {http.host}:{http.port}), verify token = the value of WHATSAPP_VERIFY_TOKEN, "
-                 f"subscribe to \"messages\"")
-    return lines
+async def _channels(settings: Settings, env: Mapping[str, str], changes: list[str]) -> list[str]:
+    """Each enabled channel: its missing secrets, what it sets up at its service (when its
+    secrets are there), and what is left for the operator."""
+    todo: list[str] = []
+    where = f"{settings.http.host}:{settings.http.port}"
+    for cls in registry.channels():
+        channel = settings.channels.get(cls.name)
+        if channel is None or not channel.enabled:
+            continue
+        missing = [f"missing: {name} is not set in the environment" for name in cls.needed_secrets(channel)
+                   if not env.get(name)]
+        todo += missing
+        if not missing:
+            try:
+                changes += await cls.setup(channel)
+            except DeliveryError as e:
+                todo.append(f"missing: {cls.title} setup failed: {e}")
+        todo += cls.operator_notes(channel, where)
+    return todo
+

@@ -171,6 +171,16 @@ class Tx:
         ) as cur:
             return cur.rowcount == 1
 
+    async def save_cursor(self, channel: str, position: str, at: datetime) -> None:
+        await self.db.execute(
+            "INSERT INTO channel_cursors (channel, position, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (channel) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+            (channel, position, ts(at)))
+
+    async def get_cursor(self, channel: str) -> str | None:
+        row = await self._one("SELECT position FROM channel_cursors WHERE channel = ?", channel)
+        return row["position"] if row else None
+
     async def pending_inbound(self, limit: int = 100) -> list[tuple[int, InboundMessage]]:
         rows = await self._all(
             "SELECT id, message FROM inbound WHERE state = 'new' ORDER BY id LIMIT ?", limit)

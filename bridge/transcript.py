@@ -3,7 +3,7 @@
 One builder, two forms: HTML (posted as a file in the thread by ``!cetak``) and plain
 text (``python main.py case ADU-...``).
 
-What goes into Matrix is masked as the case card is: the citizen's phone number (``mask_phone``)
+What goes into Matrix is masked as the case card is: the citizen's address (masked by its channel)
 and every NIK-like number in the texts (``mask_nik``: first 6 and last 4 digits). Only the
 operator's shell, ``build(..., reveal_contact=True)``, shows them whole.
 """
@@ -14,9 +14,10 @@ from datetime import datetime
 
 from bridge.channels.base import InboundMessage
 from bridge.clock import parse_ts
-from bridge.messages import (CHANNEL_NAMES, DELIVERY_NAMES, ROLE_NAMES, STATE_NAMES, describe_attachments,
+from bridge.channels import registry
+from bridge.messages import (DELIVERY_NAMES, ROLE_NAMES, STATE_NAMES, describe_attachments,
                              esc, history_line, local_time, multiline)
-from bridge.privacy import mask_nik, mask_phone
+from bridge.privacy import mask_nik
 from bridge.store import Row, Tx
 from bridge.workflow import Profile
 
@@ -95,11 +96,11 @@ def _citizen_line(m: InboundMessage, name: str | None) -> Line:
 
 def _facts(r: Record) -> list[tuple[str, str]]:
     c = r.case
-    address = r.citizen["address"] if r.reveal_contact else mask_phone(r.citizen["address"])
+    address = registry.show_address(c["channel"], r.citizen["address"], whole=r.reveal_contact)
+    via = registry.title(c["channel"])
     facts = [
         ("Nomor tiket", r.ticket),
-        ("Pemohon", f"{r.citizen['name'] or '-'} ({CHANNEL_NAMES.get(c['channel'], c['channel'])} "
-                    f"{address})"),
+        ("Pemohon", f"{r.citizen['name'] or '-'} ({via} {address})" if address else f"{r.citizen['name'] or '-'} ({via})"),
         ("Diterima", local_time(parse_ts(c["opened_at"]))),
         ("Status", STATE_NAMES[c["state"]]
          + (f" ({c['outcome']})" if c["outcome"] else "")),

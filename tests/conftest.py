@@ -36,16 +36,30 @@ async def graph():
 
 
 @pytest.fixture
+async def botapi():
+    """The fake Telegram Bot API (the bridge polls it when a test's env is made with it)."""
+    from bridge.simulator.telegram import FakeBotApi
+    api = FakeBotApi()
+    await api.start()
+    try:
+        yield api
+    finally:
+        await api.stop()
+
+
+@pytest.fixture
 async def make_env(synapse_users: LocalSynapse, graph, tmp_path):
     """Start a bridge on its own rooms and database: ``await make_env({"sop": {...}})``."""
     from tests.harness import Env, bridge_settings, new_prefix
     made = []
 
-    async def make(overrides: dict | None = None, clock=None):
+    async def make(overrides: dict | None = None, clock=None, botapi=None, extra_env=None):
         prefix = new_prefix()
         data_dir = tmp_path / prefix
         e = Env(synapse_users, graph, data_dir, prefix,
-                bridge_settings(synapse_users, graph, data_dir, prefix=prefix, overrides=overrides), clock=clock)
+                bridge_settings(synapse_users, graph, data_dir, prefix=prefix, overrides=overrides, botapi=botapi,
+                                extra_env=extra_env),
+                clock=clock, tg=botapi)
         made.append(e)
         await e.start_bridge()
         e.admin = await e.staff_member("admin")

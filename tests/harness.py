@@ -23,6 +23,7 @@ from bridge.simulator.graph import FakeGraph
 BOT = "pengaduan"
 PASSWORD = "test-password-123"
 STAFF = {"admin": "staff_admin", "kasi": "staff_kasi", "kabid": "staff_kabid", "pimpinan": "staff_pimpinan"}
+TELEGRAM_SECRET = "tg-webhook-secret_1"
 _test_ids = itertools.count(1)
 # nio retries timeouts forever by default: a test must fail, not hang, when a server is gone.
 BOUNDED = nio.AsyncClientConfig(max_timeouts=3, max_limit_exceeded=3, request_timeout=30)
@@ -38,8 +39,10 @@ def user_id(synapse: LocalSynapse, localpart: str) -> str:
 
 
 def bridge_settings(synapse: LocalSynapse, graph: FakeGraph, data_dir: Path, *, prefix: str,
-                    overrides: dict[str, Any] | None = None) -> Settings:
-    """Settings built through the real config reader, with rooms unique to one test."""
+                    overrides: dict[str, Any] | None = None, botapi: Any = None,
+                    extra_env: dict[str, str] | None = None) -> Settings:
+    """Settings built through the real config reader, with rooms unique to one test;
+    ``botapi`` (a FakeBotApi): Telegram is enabled too, polling it."""
     server = synapse.server_name
     data: dict[str, Any] = {
         "matrix": {"homeserver": synapse.url, "user_id": user_id(synapse, BOT)},
@@ -51,13 +54,17 @@ def bridge_settings(synapse: LocalSynapse, graph: FakeGraph, data_dir: Path, *, 
         "database": {"path": str(data_dir / "pengaduan.db")},
         "sop": {"profile": "mojokerto"},
     }
+    if botapi is not None:
+        data["telegram"] = {"enabled": True, "api_url": botapi.url, "poll_timeout": 5}
     for table, values in (overrides or {}).items():
         if isinstance(values, dict):
             data.setdefault(table, {}).update(values)
         else:
             data[table] = values
     env = {"MATRIX_PASSWORD": PASSWORD, "WHATSAPP_TOKEN": graph.token,
-           "WHATSAPP_APP_SECRET": graph.app_secret, "WHATSAPP_VERIFY_TOKEN": "verify-me"}
+           "WHATSAPP_APP_SECRET": graph.app_secret, "WHATSAPP_VERIFY_TOKEN": "verify-me",
+           **({"TELEGRAM_BOT_TOKEN": botapi.token, "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET} if botapi else {}),
+           **(extra_env or {})}
     return from_dict(data, env, base_dir=data_dir)
 
 
@@ -172,6 +179,7 @@ class Env:
     admin: StaffClient | None = None
     staff: dict[str, StaffClient] = field(default_factory=dict)
     clock: Any = None                  # a FakeClock, or None for the system clock
+    tg: Any = None                     # the fake Bot API, when Telegram is enabled
 
     @property
     def webhook_url(self) -> str:

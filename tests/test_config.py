@@ -17,7 +17,7 @@ ENV = {"MATRIX_PASSWORD": "pw", "WHATSAPP_TOKEN": "t", "WHATSAPP_APP_SECRET": "s
 def test_the_shipped_example_config_is_valid() -> None:
     s = load(ROOT / "config.toml", ENV)
     assert s.rooms.by_role["admin"].startswith("#")
-    assert s.whatsapp.graph_url == "https://graph.facebook.com"
+    assert s.channels["whatsapp"].graph_url == "https://graph.facebook.com"
     assert s.database_path.is_absolute()
 
 
@@ -68,7 +68,7 @@ def test_matrix_needs_a_password_or_token() -> None:
 def test_whatsapp_disabled_needs_no_whatsapp_secrets(tmp_path: Path) -> None:
     p = _config(tmp_path, ("enabled = true", "enabled = false"))
     s = load(p, {"MATRIX_PASSWORD": "pw"})
-    assert not s.whatsapp.enabled
+    assert not s.channels["whatsapp"].enabled
 
 
 def test_not_toml_and_not_found(tmp_path: Path) -> None:

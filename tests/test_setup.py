@@ -190,7 +190,7 @@ path = "data/pengaduan.db"
     assert "127.0.0.1:8099" in webhook[0] and "WHATSAPP_VERIFY_TOKEN" in webhook[0]
     assert "missing: [staff] pimpinan lists nobody, so no one is invited to its rooms" in lines
 
-    off = replace(settings, whatsapp=replace(settings.whatsapp, enabled=False))
+    off = replace(settings, channels={**settings.channels, "whatsapp": replace(settings.channels["whatsapp"], enabled=False)})
     quiet = await run_setup(off, store, env={})
     assert not [l for l in quiet if "WHATSAPP" in l or l.startswith("webhook:")]
     assert quiet[-1].startswith("nothing changed")

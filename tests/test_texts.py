@@ -15,7 +15,7 @@ KEYS = ("greeting", "format", "ask_name", "ask_nik", "nik_invalid", "nik_skipped
         "cancelled", "expired", "ticket_reply", "ticket_reply_after_hours", "status_none", "status_case",
         "status_unknown_ticket", "thanks_reply", "new_complaint_question", "not_new", "which_case_question",
         "followup_added", "rejected", "question", "answer", "answer_agenda", "rating_question", "rating_invalid",
-        "rating_comment_question", "rating_thanks", "unsupported", "template_question", "template_answer")
+        "rating_comment_question", "rating_thanks", "file_too_big", "unsupported", "template_question", "template_answer")
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,26 @@ back. Nothing outside ``bridge/channels/`` knows a service's wire format, and th
 adapters know nothing of Matrix or of cases: they hand inbound traffic to an
 ``InboundSink`` (which stores it before the service gets its 200) and deliver what the
 outbox asks them to send.
+
+Each ``Channel`` class also declares what the rest of the bridge needs to know of it
+without naming it (its name and title, config table and secrets, whether it reports
+delivery, how its addresses are shown, what setup and the demo do for it); the registry
+(``bridge/channels/registry.py``) lists the classes.
 """
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from aiohttp import web
 
-from bridge.errors import DeliveryError  # noqa: F401  (what send_* raise)
+from bridge.errors import DeliveryError, NotYet  # noqa: F401  (what send_* raise)
+from bridge.privacy import mask_text
+
+if TYPE_CHECKING:
+    from bridge.config import Section
 
 # Kinds of inbound message, across channels.
 TEXT = "text"
@@ -43,6 +52,7 @@ class Attachment:
     filename: str | None = None
     sha256: str | None = None
     voice: bool = False
+    size: int | None = None        # bytes, when the channel says so before the download
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, False)}
@@ -73,6 +83,7 @@ class InboundMessage:
     new_address: str | None = None
     previous_user_id: str | None = None
     forwarded: bool = False
+    group: str | None = None       # an album: the messages sent together share it
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,20 +147,105 @@ class Media:
 class InboundSink(Protocol):
     """Where adapters hand what they received. Returns once it is durably stored."""
 
-    async def accept(self, messages: Sequence[InboundMessage],
-                     statuses: Sequence[StatusUpdate]) -> None: ...
+    async def accept(self, messages: Sequence[InboundMessage], statuses: Sequence[StatusUpdate],
+                     cursor: tuple[str, str] | None = None) -> None:
+        """Store ``messages`` and ``statuses``; ``cursor`` (channel, position) is stored in
+        the same transaction, for a polling channel to resume from after a restart."""
+
+    async def cursor(self, channel: str) -> str | None:
+        """The position a polling channel stored last (None: never polled)."""
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """What every channel's settings have; each channel's own dataclass adds the rest."""
+
+    enabled: bool
+
+
+class DemoService(Protocol):
+    """A channel's part in the local demo: a local fake of its service that the bridge
+    talks to, and a way for the simulator page to write as a citizen on it."""
+
+    title: str
+    env: dict[str, str]                       # the demo's secrets for this channel
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+    def config(self) -> dict[str, Any]:
+        """The channel's config table in the demo's config.toml."""
+
+    def connect(self, bridge_url: str, on_bot_message: Any) -> None:
+        """The bridge listens at ``bridge_url``; call ``on_bot_message(chat, text)`` for every
+        message the bot sends a citizen."""
+
+    async def citizen_says(self, chat: str, name: str, text: str,
+                           image: tuple[bytes, str] | None) -> tuple[bool, str]:
+        """A citizen writes (``chat``: a number or a user id, as the page's field names it)."""
 
 
 class Channel(abc.ABC):
     """One citizen channel. Webhook channels expose routes; polling ones run a task."""
 
-    name: str
+    name: str                      # its key: config table, database rows, webhook path
+    title: str                     # as staff read it on cards, transcripts and exports
+    secrets: tuple[str, ...] = ()  # environment variables it needs when enabled
+    enabled_by_default = False
+    # False: the service gives no delivery receipts, so what it accepted is delivered.
+    reports_delivery = True
+    # True: the citizen sees that we read their message (mark_read does something).
+    marks_read = False
+    # Files larger than this cannot be fetched through the service (None: no such limit).
+    max_download_bytes: int | None = None
     # Hours after the citizen's last message in which free text may be sent (WhatsApp's
     # customer-service window); None: no such limit.
     window_hours: float | None = None
     # Approved templates by purpose (answer, question, rejection): what may be sent outside
     # the window to say that something waits. Each has a name and a language.
     templates: dict[str, Any] = {}
+
+    # -- what the rest of the bridge knows of a channel, without naming it -------------
+    @classmethod
+    @abc.abstractmethod
+    def read_settings(cls, section: "Section") -> ChannelSettings:
+        """This channel's settings from its config table and secrets (raises ConfigError)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: Any) -> "Channel":
+        """The adapter for these settings."""
+
+    @classmethod
+    def needed_secrets(cls, settings: Any) -> tuple[str, ...]:
+        """The secrets these settings use (all of ``secrets`` unless a mode needs fewer)."""
+        return cls.secrets
+
+    @classmethod
+    def show_address(cls, address: str, *, whole: bool) -> str:
+        """Where the citizen is reached, as a card shows it: ``whole`` in the admin room
+        (they may call back), masked elsewhere; "" when there is nothing to show."""
+        return address if whole else mask_text(address)
+
+    @classmethod
+    def mask_address(cls, address: str) -> str:
+        """The address as logs show it."""
+        return mask_text(address)
+
+    @classmethod
+    def operator_notes(cls, settings: Any, http_url: str) -> list[str]:
+        """What ``main.py setup`` tells the operator to do outside the bridge (webhooks)."""
+        return []
+
+    @classmethod
+    async def setup(cls, settings: Any) -> list[str]:
+        """What ``main.py setup`` changes at the service itself; the changes made."""
+        return []
+
+    @classmethod
+    def demo(cls) -> DemoService | None:
+        """This channel's part in the local demo (None: not in the demo)."""
+        return None
 
     def routes(self) -> list[web.RouteDef]:
         """aiohttp routes this channel serves (its webhooks)."""

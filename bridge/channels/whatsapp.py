@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import re
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -19,7 +20,8 @@ import aiohttp
 from aiohttp import web
 
 from bridge.channels import base
-from bridge.channels.base import Attachment, InboundMessage, Media, StatusUpdate
+from bridge.channels.base import Attachment, ChannelSettings, InboundMessage, Media, StatusUpdate
+from bridge.config import Section
 from bridge.errors import DeliveryError
 from bridge.privacy import mask_phone
 
@@ -37,6 +39,64 @@ _TEMPORARY = {1, 2, 131000}
 
 # A business-scoped user id: country code, a dot, (ENT. for a parent id,) letters and digits.
 _BSUID = re.compile(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}")
+
+
+SECRETS = ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN")
+TEMPLATE_PURPOSES = ("answer", "question", "rejection")
+
+
+@dataclass(frozen=True)
+class Template:
+    """An approved message template: the ticket number is its one body parameter, and it
+    has one quick-reply button."""
+
+    name: str
+    language: str
+
+
+@dataclass(frozen=True)
+class WhatsAppSettings(ChannelSettings):
+    graph_url: str = "https://graph.facebook.com"
+    api_version: str = "v21.0"
+    phone_number_id: str = ""
+    token: str = ""
+    app_secret: str = ""
+    verify_token: str = ""
+    # Outside the 24-hour window, by purpose of the waiting message: answer, question,
+    # rejection (a purpose without its own uses the answer's).
+    templates: dict[str, Template] = field(default_factory=dict)
+
+
+def read_settings(section: Section) -> WhatsAppSettings:
+    settings = WhatsAppSettings(
+        enabled=section.enabled,
+        graph_url=section.url("graph_url", "https://graph.facebook.com").rstrip("/"),
+        api_version=section.match("api_version", re.compile(r"^v\d+\.\d+$"), "a Graph API version like v21.0",
+                                  "v21.0"),
+        phone_number_id=section.required("phone_number_id"),
+        token=section.secret("WHATSAPP_TOKEN"),
+        app_secret=section.secret("WHATSAPP_APP_SECRET"),
+        verify_token=section.secret("WHATSAPP_VERIFY_TOKEN"),
+        templates=_templates(section),
+    )
+    if settings.enabled and not settings.phone_number_id.isdigit():
+        raise section.error("phone_number_id: must be the digits of the phone number id from Meta")
+    return settings
+
+
+def _templates(section: Section) -> dict[str, Template]:
+    out = {}
+    for purpose, spec in section.get("templates", dict, {}).items():
+        where = f"templates.{purpose}"
+        if purpose not in TEMPLATE_PURPOSES:
+            raise section.error(f"{where}: unknown purpose (one of {', '.join(TEMPLATE_PURPOSES)})")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"].strip():
+            raise section.error(f"{where} name: missing (the template's name as approved by Meta)")
+        language = spec.get("language", "id")
+        if not isinstance(language, str) or not re.match(r"^[a-z]{2,3}(_[A-Z]{2})?$", language):
+            raise section.error(f"{where} language: {language!r} is not a language code like \"id\"")
+        out[purpose] = Template(spec["name"].strip(), language)
+    return out
 
 
 class BadPayload(ValueError):
@@ -203,6 +263,10 @@ def _status(s: Any) -> StatusUpdate:
 
 class WhatsAppChannel(base.Channel):
     name = NAME
+    title = "WhatsApp"
+    secrets = SECRETS
+    marks_read = True
+    enabled_by_default = True          # the first channel: configs before the registry have no "enabled"
     window_hours = 24.0
 
     def __init__(self, *, graph_url: str, api_version: str, phone_number_id: str, token: str,
@@ -217,10 +281,36 @@ class WhatsAppChannel(base.Channel):
         self._session = session
         self.last_webhook_at: datetime | None = None
 
+    # -- what the bridge knows of WhatsApp --------------------------------------------
+    @classmethod
+    def read_settings(cls, section: Section) -> WhatsAppSettings:
+        return read_settings(section)
+
     @classmethod
     def from_settings(cls, s: Any) -> "WhatsAppChannel":
         return cls(graph_url=s.graph_url, api_version=s.api_version, phone_number_id=s.phone_number_id,
                    token=s.token, app_secret=s.app_secret, verify_token=s.verify_token, templates=s.templates)
+
+    @classmethod
+    def show_address(cls, address: str, *, whole: bool) -> str:
+        if _BSUID.fullmatch(address):
+            return ""                  # known by a username only: no number to show
+        return address if whole else mask_phone(address)
+
+    @classmethod
+    def mask_address(cls, address: str) -> str:
+        return "(user id)" if _BSUID.fullmatch(address) else mask_phone(address)
+
+    @classmethod
+    def operator_notes(cls, settings: Any, http_url: str) -> list[str]:
+        return [f"webhook: register https://<your host>/webhooks/whatsapp with Meta (HTTPS only: a reverse "
+                f"proxy to {http_url}), verify token = the value of WHATSAPP_VERIFY_TOKEN, "
+                f"subscribe to \"messages\""]
+
+    @classmethod
+    def demo(cls) -> base.DemoService:
+        from bridge.simulator.graph.demo import GraphDemo
+        return GraphDemo()
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self, sink: base.InboundSink) -> None:
@@ -265,7 +355,7 @@ class WhatsAppChannel(base.Channel):
         await self.sink.accept(messages, statuses)
         self.last_webhook_at = datetime.now(timezone.utc)
         for m in messages:
-            log.info("whatsapp: %s %s from %s", m.kind, m.external_id[-12:], mask_phone(m.address))
+            log.info("whatsapp: %s %s from %s", m.kind, m.external_id[-12:], self.mask_address(m.address))
         return web.json_response({"ok": True})
 
     # -- outbound --------------------------------------------------------------------
