@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.add_argument("--homeserver-port", type=int, default=8008, help="0: any free port")
     args = parser.parse_args(argv)
     if args.command is None and not has_credentials():
-        print("No MATRIX_PASSWORD / WHATSAPP_* in the environment: starting the local demo "
-              "(see README to run with a real homeserver and WhatsApp number).", file=sys.stderr)
+        print("No credentials (MATRIX_* or a channel's secrets) in the environment: starting the local demo "
+              "(see README to run with a real homeserver and citizen channels).", file=sys.stderr)
         args = parser.parse_args([*(argv or sys.argv[1:]), "demo"])
     setup_logging()
     try:

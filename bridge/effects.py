@@ -285,8 +285,9 @@ class Effects:
         template = channel.templates.get(p["purpose"]) or channel.templates.get("answer")
         if template is None:
             # Nothing may reach the citizen now: a failure staff see (and can act on).
-            raise DeliveryError(f"{WINDOW_CLOSED}: lebih dari 24 jam sejak pesan terakhir pemohon, dan tidak ada "
-                                "template yang diatur ([whatsapp.templates])", transient=False, code=WINDOW_CLOSED)
+            raise DeliveryError(f"{WINDOW_CLOSED}: lebih dari {channel.window_hours:g} jam sejak pesan terakhir "
+                                f"pemohon, dan tidak ada template yang diatur ([{channel.name}.templates])",
+                                transient=False, code=WINDOW_CLOSED)
         if "template_id" not in d.progress:
             await d.save_progress(template_id=await channel.send_template(
                 p["address"], template.name, template.language, [p.get("ticket") or "-"],

@@ -13,6 +13,7 @@ complaint format, questions, status, follow-ups to open cases, the rating.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import Sequence
 
 from bridge import messages as msgs
@@ -54,8 +55,8 @@ class Intake(Worker):
                      cursor: tuple[str, str] | None = None) -> None:
         now = self.clock()
         async with self.store.transaction() as tx:
-            if cursor is not None:
-                await tx.save_cursor(*cursor, at=now)
+            if cursor is not None:       # real time: a channel compares it with its service's own
+                await tx.save_cursor(*cursor, at=datetime.now(timezone.utc))
             for m in messages:
                 if not await tx.insert_inbound(m, now):
                     log.info("intake: %s %s seen before, ignored", m.channel, m.external_id[-12:])
@@ -72,7 +73,7 @@ class Intake(Worker):
         if statuses:
             self.outbox.wake()
 
-    async def cursor(self, channel: str) -> str | None:
+    async def cursor(self, channel: str) -> tuple[str, datetime] | None:
         async with self.store.reading() as tx:
             return await tx.get_cursor(channel)
 

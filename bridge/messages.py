@@ -395,13 +395,13 @@ def delivery_status(ticket: str, status: str, error: str | None = None, *, final
     elif status in ("delivered", "read"):
         text += ". Kasus selesai."
     elif status == "failed":
-        text += (". Periksa nomor pemohon lalu kirim ulang dengan 📤 / !kirim; bila jawaban memang tidak "
+        text += (". Periksa nomor atau akun pemohon lalu kirim ulang dengan 📤 / !kirim; bila jawaban memang tidak "
                  "dapat dikirim, tutup kasus dengan !tutup <alasan>.")
     return Rich(text, esc(text))
 
 
 def held(ticket: str, what: str, template: str) -> Rich:
-    """A message to the citizen waits: WhatsApp allows free text only within 24 hours."""
+    """A message to the citizen waits: the channel allows free text only within its window."""
     text = (f"⏳ {ticket}: {what} tidak dapat dikirim sebagai teks biasa (lebih dari 24 jam sejak pesan "
             f"terakhir pemohon). Template \"{template}\" terkirim; {what} dikirim begitu pemohon membalas.")
     return Rich(text, esc(text))

@@ -177,9 +177,10 @@ class Tx:
             " ON CONFLICT (channel) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
             (channel, position, ts(at)))
 
-    async def get_cursor(self, channel: str) -> str | None:
-        row = await self._one("SELECT position FROM channel_cursors WHERE channel = ?", channel)
-        return row["position"] if row else None
+    async def get_cursor(self, channel: str) -> tuple[str, datetime] | None:
+        """The stored position and when it was stored."""
+        row = await self._one("SELECT position, updated_at FROM channel_cursors WHERE channel = ?", channel)
+        return (row["position"], parse_ts(row["updated_at"])) if row else None
 
     async def pending_inbound(self, limit: int = 100) -> list[tuple[int, InboundMessage]]:
         rows = await self._all(

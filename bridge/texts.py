@@ -31,9 +31,10 @@ raises ``TextsError`` (values it does not use are ignored, so a caller can pass 
 values whichever version of the text is loaded). An empty value leaves no gap: more than
 one empty line in a row becomes one, as in ``answer`` without an agenda number.
 
-``template_*`` keys are the bodies of the WhatsApp message templates an office registers
-with Meta, for messages sent after the 24-hour window has closed; ``whatsapp_template``
-gives a body in Meta's ``{{1}}`` form and the placeholder behind each number.
+``template_*`` keys are the bodies of the message templates an office registers with its
+channel (WhatsApp: with Meta), for messages sent after the channel's window has closed;
+``template_body`` gives a body in the numbered ``{{1}}`` form and the placeholder behind
+each number.
 """
 from __future__ import annotations
 
@@ -181,8 +182,8 @@ class Texts:
         self.text(key)
         return self._required[key]
 
-    def whatsapp_template(self, key: str) -> tuple[str, tuple[str, ...]]:
-        """``key``'s text as a Meta template body ({ticket} -> {{1}}) and the placeholder names
+    def template_body(self, key: str) -> tuple[str, tuple[str, ...]]:
+        """``key``'s text as a template body with numbered parameters ({ticket} -> {{1}}) and the placeholder names
         in parameter order (a placeholder used twice keeps its number)."""
         order: list[str] = []
         body = []

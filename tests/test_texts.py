@@ -230,12 +230,12 @@ def test_values_are_not_read_as_placeholders(tmp_path: Path, texts: Texts) -> No
     assert office.render("followup_added", ticket="T1") == "{Tiket} T1"
 
 
-def test_whatsapp_template_bodies_number_their_parameters(tmp_path: Path, texts: Texts) -> None:
-    body, params = texts.whatsapp_template("template_question")
+def test_template_body_bodies_number_their_parameters(tmp_path: Path, texts: Texts) -> None:
+    body, params = texts.template_body("template_question")
     assert params == ("ticket", "question")
     assert body.startswith("Untuk menindaklanjuti pengaduan {{1}},") and "\n{{2}}\n" in body
     office = Texts.load(DEFAULT_PATH, override(tmp_path, 'template_answer = "{ticket}: jawaban siap ({ticket})."\n'))
-    assert office.whatsapp_template("template_answer") == ("{{1}}: jawaban siap ({{1}}).", ("ticket",))
+    assert office.template_body("template_answer") == ("{{1}}: jawaban siap ({{1}}).", ("ticket",))
 
 
 def test_load_takes_the_override_by_keyword_too(tmp_path: Path) -> None:

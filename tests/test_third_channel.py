@@ -133,8 +133,9 @@ async def test_a_complaint_by_a_registered_third_channel_reaches_its_answer(sms)
         async with s.post(hook, json={"id": "sms-in-1", "from": "6281299990000",
                                       "text": in_format("KTP-el saya hilang di pasar")}, headers={"X-Key": KEY}) as r:
             assert r.status == 200
-    seen = await env.admin.wait_for(lambda s: body(s).startswith("📨 Pengaduan baru") and "pasar" in body(s),
-                                    what="the card")
+    room = env.bridge.matrix.rooms["admin"]
+    seen = await env.admin.wait_for(lambda s: s.room_id == room and body(s).startswith("📨 Pengaduan baru")
+                                    and "pasar" in body(s), what="the card")
     assert "· SMS" in body(seen)                      # the title it registered, nothing the core knows
     card = Card(body(seen).split()[3], seen.room_id, seen.event.event_id)
     await until(lambda: any(card.ticket in m["text"] for m in gateway.sent), what="the ticket reply by SMS")

@@ -152,8 +152,8 @@ class InboundSink(Protocol):
         """Store ``messages`` and ``statuses``; ``cursor`` (channel, position) is stored in
         the same transaction, for a polling channel to resume from after a restart."""
 
-    async def cursor(self, channel: str) -> str | None:
-        """The position a polling channel stored last (None: never polled)."""
+    async def cursor(self, channel: str) -> tuple[str, datetime] | None:
+        """The position a polling channel stored last, and when (None: never polled)."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,8 @@ class DemoService(Protocol):
 
     async def citizen_says(self, chat: str, name: str, text: str,
                            image: tuple[bytes, str] | None) -> tuple[bool, str]:
-        """A citizen writes (``chat``: a number or a user id, as the page's field names it)."""
+        """A citizen writes (``chat``: a number or a user id, as the page's field names it).
+        Returns (True, the chat as the service names it) or (False, why, in Indonesian)."""
 
 
 class Channel(abc.ABC):

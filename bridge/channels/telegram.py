@@ -26,7 +26,7 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
 import aiohttp
@@ -45,6 +45,7 @@ MAX_CALLBACK_DATA = 64                 # bytes
 MAX_DOWNLOAD = 20 * 1024 * 1024
 PER_CHAT_SECONDS = 1.0                 # about one message a second per chat
 OVERALL_PER_SECOND = 30
+STALE_OFFSET = timedelta(days=6)       # Telegram may restart its update ids after a quiet week
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _OWN_ID = re.compile(r"^(-?\d+):(\d+)")    # our external ids: "<chat id>:<message id>[...]"
@@ -321,8 +322,7 @@ class TelegramChannel(base.Channel):
 
     # -- receiving -------------------------------------------------------------------
     async def _poll(self) -> None:
-        stored = await self.sink.cursor(NAME)
-        offset = int(stored) if stored else None
+        offset = await self._stored_offset()
         backoff = 1.0
         while True:
             try:
@@ -346,6 +346,19 @@ class TelegramChannel(base.Channel):
                 log.exception("telegram: polling round failed; retrying")
                 await asyncio.sleep(backoff)
                 backoff = min(30.0, backoff * 2)
+
+    async def _stored_offset(self) -> int | None:
+        """Where the last run stopped. After a week without updates Telegram may choose new
+        update ids at random, lower than the stored offset, which would confirm them unseen:
+        an offset that old is not used (anything seen again is deduplicated by its key)."""
+        stored = await self.sink.cursor(NAME)
+        if stored is None:
+            return None
+        position, at = stored
+        if _now() - at > STALE_OFFSET:
+            log.info("telegram: the stored offset is from %s, over a week ago: polling without it", at.date())
+            return None
+        return int(position)
 
     async def _take(self, updates: list[Any]) -> int:
         """Store one batch with the offset that confirms it; returns that offset."""

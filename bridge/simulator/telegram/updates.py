@@ -27,6 +27,7 @@ import json
 import mimetypes
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -112,7 +113,10 @@ class Citizens:
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or system_clock
-        self._next_update_id = 100_000_000 + secrets.randbelow(1000)
+        # Telegram's ids grow per bot. A fake started again (the demo's second run) must not
+        # start below the offset the bridge stored from the last run, or the bridge's first
+        # getUpdates would confirm the new updates unseen: the ids follow the wall clock.
+        self._next_update_id = int(time.time() * 1000) - 1_700_000_000_000
         self._chats: dict[int, Chat] = {}
         self._files: dict[str, StoredFile] = {}
         self._file_paths: dict[str, str] = {}  # file_path -> file_id
