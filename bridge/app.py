@@ -79,6 +79,7 @@ class Bridge:
         await self.matrix.start()
 
         self.dispatcher = Dispatcher(store, self.outbox, self.clock, on_dead=self._delivery_dead)
+        self.matrix.on_recovered = self._matrix_back
         Effects(store, self.matrix, self.channels, self.clock, s.data_dir / "media",
                 on_status=self.cases.delivery_moved, on_answer_taken=self.cases.answer_taken,
                 earlier_card=self.cases.earlier_card, profile=self.profile,
@@ -119,6 +120,15 @@ class Bridge:
         if ended:
             self.outbox.wake()
         return ended
+
+    async def _matrix_back(self) -> None:
+        """The homeserver answers again: what waited for it goes now, not after its backoff."""
+        assert self.store is not None
+        async with self.store.transaction() as tx:
+            waiting = await tx.outbox_due_now("matrix.", self.clock())
+        if waiting:
+            log.info("bridge: %d Matrix effects that waited for the homeserver go now", waiting)
+            self.outbox.wake()
 
     async def stop(self) -> None:
         # Reverse order: stop taking webhooks first, close the database last.

@@ -34,6 +34,10 @@ class MatrixStartupError(Exception):
     """The bot cannot work with this homeserver or these rooms; one line for the operator."""
 
 
+# A sync that fails is tried again after 1, 2, 4... seconds, at most this long: a homeserver
+# that comes back is noticed within it (and then every waiting Matrix effect goes at once).
+SYNC_RETRY_MAX = 15.0
+
 EventHandler = Callable[[nio.MatrixRoom, Any], Awaitable[None]]
 
 
@@ -52,6 +56,8 @@ class MatrixBot:
         self.since_at_start: str | None = None     # the stored sync token a start resumed from
         self._handlers: list[tuple[type, EventHandler]] = []
         self.timeline_limit = TIMELINE_LIMIT
+        # Called when a sync succeeds after failing: the homeserver is back.
+        self.on_recovered: Callable[[], Awaitable[None]] | None = None
 
     @property
     def user_id(self) -> str:
@@ -218,14 +224,19 @@ class MatrixBot:
                 since = resp.next_batch
                 async with self.store.transaction() as tx:
                     await tx.set_state("sync_token", since)
+                recovered = self.synced.is_set() and not self.last_sync_ok
                 self.last_sync_ok = True
                 self.synced.set()
                 delay, wait_ms = 1.0, SYNC_TIMEOUT_MS
+                if recovered:
+                    log.warning("matrix: the homeserver answers again")
+                    if self.on_recovered is not None:
+                        await self.on_recovered()
                 continue
             self.last_sync_ok = False
             log.warning("matrix: sync failed, retry in %.0fs: %s", delay, resp)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
+            delay = min(delay * 2, SYNC_RETRY_MAX)
 
     # -- sending ---------------------------------------------------------------------
     def room_id(self, room_key: str) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import stat
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +32,9 @@ Row = dict[str, Any]
 # The SLA check's read: a range on the partial index cases_next_alert, whatever the number of open cases.
 DUE_FOR_ALERT = ("SELECT * FROM cases WHERE next_alert_at IS NOT NULL AND next_alert_at <= ?"
                  " ORDER BY next_alert_at LIMIT ?")
+
+
+MEDIA_DIR = "media"     # beside the database: the citizens' files (bridge/effects.py keeps them there)
 
 
 class NoDatabase(Exception):
@@ -55,7 +60,11 @@ class Store:
         if not create:
             return await cls._open_existing(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        _owner_only(path)
         writer = await _connect(path)
+        # Deleted and overwritten content is zeroed, not left in free space: a purge
+        # (bridge/retention.py) leaves no copy of what it removed in the file.
+        await writer.execute("PRAGMA secure_delete = ON")
         await writer.execute("PRAGMA journal_mode = WAL")
         await _migrate(writer)
         reader = await _connect(path)
@@ -106,6 +115,39 @@ class Store:
                 yield Tx(self._reader)
             finally:
                 await self._reader.rollback()
+
+    async def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database file and empty it (TRUNCATE), so that
+        earlier page images (of purged rows, say) leave the -wal file too. False when a
+        reader of another process kept it from finishing (the next one will)."""
+        async with self._write_lock:
+            async with self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+                busy, _, _ = await cur.fetchone()
+        return busy == 0
+
+    async def vacuum(self) -> None:
+        """Rebuild the file (``purge --vacuum``): no free page keeps anything written before
+        ``secure_delete`` was on. Holds the write lock for as long as it takes."""
+        async with self._write_lock:
+            await self._writer.execute("VACUUM")
+
+
+def _owner_only(path: Path) -> None:
+    """The database and the media folder beside it readable by their owner only: the file
+    made 0600 before SQLite opens it (SQLite gives its -wal and -shm the database's mode),
+    the folder 0700; found wider (a database from before), they are narrowed."""
+    if not path.exists():
+        # An empty file is a new database to SQLite; made here so that it is never wider.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    media = path.parent / MEDIA_DIR
+    media.mkdir(mode=0o700, exist_ok=True)
+    for p, mode in ((path, 0o600), (Path(f"{path}-wal"), 0o600), (Path(f"{path}-shm"), 0o600), (media, 0o700)):
+        try:
+            if p.exists() and stat.S_IMODE(p.stat().st_mode) != mode:
+                p.chmod(mode)
+                log.info("database: %s made readable by its owner only (%o)", p, mode)
+        except PermissionError:
+            log.warning("database: cannot make %s readable by its owner only: not its owner", p)
 
 
 async def _connect(path: Path, *, read_only: bool = False) -> aiosqlite.Connection:
@@ -497,6 +539,13 @@ class Tx:
         row = await self._one("SELECT min(next_try_at) AS t FROM outbox WHERE state = 'pending'")
         return row["t"]
 
+    async def outbox_due_now(self, kind_prefix: str, at: datetime) -> int:
+        """Make the pending rows of these kinds due at ``at`` (their service is back)."""
+        async with self.db.execute(
+            "UPDATE outbox SET next_try_at = ? WHERE state = 'pending' AND kind LIKE ? AND next_try_at > ?",
+            (ts(at), kind_prefix + "%", ts(at))) as cur:
+            return cur.rowcount
+
     async def outbox_done(self, row_id: int, *, at: datetime, result: dict[str, Any] | None) -> None:
         await self.db.execute(
             "UPDATE outbox SET state = 'done', done_at = ?, attempts = attempts + 1, result = ?"
@@ -643,3 +692,147 @@ class Tx:
             "INSERT INTO handled_events (event_id, at) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (event_id, ts(at))) as cur:
             return cur.rowcount == 1
+
+    # -- retention (bridge/retention.py) --------------------------------------------------
+    # What a purge leaves of a row: the message's kind and times, the effect's kind, room,
+    # channel and purpose, the delivery's status and times; never an address, a message id
+    # (WhatsApp's ids carry the number, Telegram's the chat id), a name or a text.
+    _INBOUND_BLANK = (
+        "address = '', external_id = 'purged:' || id, last_error = NULL,"
+        " message = json_object('channel', channel, 'external_id', 'purged:' || id, 'address', '',"
+        "   'kind', kind, 'at', json_extract(message, '$.at'), 'attachments', json('[]'))")
+    _OUTBOX_BLANK = (
+        "payload = CASE WHEN kind = 'channel.text' THEN json_object('channel', json_extract(payload, '$.channel'),"
+        "     'purpose', json_extract(payload, '$.purpose'), 'text', '', 'purged', json('true'))"
+        "   ELSE json_object('room', json_extract(payload, '$.room'), 'purged', json('true')) END,"
+        " target = CASE WHEN target LIKE 'matrix:%' THEN target"
+        "   ELSE coalesce(json_extract(payload, '$.channel'), 'channel') || ':purged' END,"
+        " progress = NULL, result = NULL, last_error = NULL")
+    _DELIVERY_BLANK = "external_id = 'purged:' || rowid, error_title = NULL"
+    # Rows of no case (a greeting, a status question, a read receipt) older than the period.
+    _LOOSE = {
+        "inbound": "case_id IS NULL AND state != 'new' AND received_at < ? AND external_id NOT LIKE 'purged:%'",
+        "outbox": "case_id IS NULL AND state != 'pending' AND created_at < ?"
+                  " AND json_extract(payload, '$.purged') IS NULL",
+        "deliveries": "case_id IS NULL AND updated_at < ? AND external_id NOT LIKE 'purged:%'",
+        "early_statuses": "at < ?",
+        "conversations": "updated_at < ?",
+        "held_messages": "case_id IS NULL AND held_at < ?",
+    }
+
+    async def cases_to_purge(self, closed_before: datetime, limit: int = 10000) -> list[Row]:
+        """Closed cases not purged yet whose closed_at is before ``closed_before``, oldest first."""
+        return await self._all(
+            "SELECT * FROM cases WHERE closed_at IS NOT NULL AND closed_at < ? AND state = 'closed'"
+            " AND purged_at IS NULL ORDER BY closed_at, id LIMIT ?", ts(closed_before), limit)
+
+    async def case_in_flight(self, case_id: int) -> bool:
+        """An effect of the case not delivered yet, or a message of the citizen to it not taken
+        in yet: a purge leaves the case for the next run."""
+        row = await self._one(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE state = 'pending' AND case_id = ?)"
+            " OR EXISTS (SELECT 1 FROM inbound WHERE case_id = ? AND state = 'new') AS busy", case_id, case_id)
+        return bool(row["busy"])
+
+    async def case_files(self, case_id: int) -> list[Row]:
+        """The citizen's files of a case (channel, ref): the attachment effects not purged."""
+        return await self._all(
+            "SELECT id, json_extract(payload, '$.channel') AS channel, json_extract(payload, '$.attachment.ref') AS ref"
+            " FROM outbox WHERE case_id = ? AND kind = 'matrix.attachment'"
+            " AND json_extract(payload, '$.attachment.ref') IS NOT NULL ORDER BY id", case_id)
+
+    async def file_in_use(self, channel: str, ref: str) -> bool:
+        """Whether an attachment not purged refers to this file (one file id sent to two cases)."""
+        row = await self._one(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE kind = 'matrix.attachment'"
+            " AND json_extract(payload, '$.channel') = ? AND json_extract(payload, '$.attachment.ref') = ?) AS used",
+            channel, ref)
+        return bool(row["used"])
+
+    async def purge_case(self, case_id: int, at: datetime) -> bool:
+        """Remove a closed case's personal data, keep its figures; False when it is not a
+        closed case or was purged before. Its events are cleaned with ``clean_event`` after."""
+        async with self.db.execute(
+                "UPDATE cases SET purged_at = ?, summary = '', answer_draft = NULL, citizen_name = NULL,"
+                " nik = NULL, nik_problem = NULL WHERE id = ? AND state = 'closed' AND purged_at IS NULL",
+                (ts(at), case_id)) as cur:
+            if cur.rowcount != 1:
+                return False
+        await self.db.execute(f"UPDATE inbound SET {self._INBOUND_BLANK} WHERE case_id = ?", (case_id,))
+        await self.db.execute(
+            f"UPDATE deliveries SET {self._DELIVERY_BLANK} WHERE case_id = ? AND external_id NOT LIKE 'purged:%'",
+            (case_id,))
+        await self.db.execute(f"UPDATE outbox SET {self._OUTBOX_BLANK} WHERE case_id = ? AND state != 'pending'",
+                              (case_id,))
+        await self.db.execute("UPDATE ratings SET comment = NULL WHERE case_id = ?", (case_id,))
+        await self.db.execute("DELETE FROM held_messages WHERE case_id = ?", (case_id,))
+        return True
+
+    async def clean_event(self, event_id: int, note: str | None, data: dict[str, Any] | None) -> None:
+        """An event of a purged case without its personal data (migration 8's trigger allows
+        only that: the note cleared, the data reduced to some of its keys)."""
+        await self.db.execute("UPDATE case_events SET note = ?, data = ? WHERE id = ?",
+                              (note, json.dumps(data, ensure_ascii=False) if data else None, event_id))
+
+    async def citizens_to_anonymise(self, silent_since: datetime, purging: Sequence[int] = ()) -> list[Row]:
+        """Citizens silent since before ``silent_since`` whose every case is purged (or among
+        ``purging``: what a dry run would purge), not anonymised yet."""
+        return await self._all(
+            "SELECT * FROM citizens c WHERE c.purged_at IS NULL AND coalesce(c.last_inbound_at, '') < ?"
+            " AND EXISTS (SELECT 1 FROM cases x WHERE x.citizen_id = c.id)"
+            " AND NOT EXISTS (SELECT 1 FROM cases x WHERE x.citizen_id = c.id AND x.purged_at IS NULL"
+            "                 AND x.id NOT IN (SELECT value FROM json_each(?)))"
+            " ORDER BY c.id", ts(silent_since), json.dumps(list(purging)))
+
+    async def citizens_without_cases(self, silent_since: datetime) -> list[Row]:
+        """Citizens who never had a case (they only talked to the bot), silent since before ``silent_since``."""
+        return await self._all(
+            "SELECT * FROM citizens c WHERE c.purged_at IS NULL AND coalesce(c.last_inbound_at, '') < ?"
+            " AND NOT EXISTS (SELECT 1 FROM cases x WHERE x.citizen_id = c.id) ORDER BY c.id", ts(silent_since))
+
+    async def forget_citizens(self, citizens: Sequence[Row], at: datetime, *, delete: bool) -> None:
+        """The rows that name these citizens: their messages and ours to them that belong to
+        no case, their conversation and held messages; then the citizen row itself, deleted
+        (``delete``: no case refers to it) or anonymised (the cases keep their citizen_id)."""
+        if not citizens:
+            return
+        keys = json.dumps([[c["channel"], c["address"]] for c in citizens], ensure_ascii=False)
+        targets = json.dumps([f"{c['channel']}:{c['address']}{end}" for c in citizens for end in ("", ":read")],
+                             ensure_ascii=False)
+        ids = json.dumps([c["id"] for c in citizens])
+        await self.db.execute(
+            f"UPDATE inbound SET {self._INBOUND_BLANK} WHERE case_id IS NULL AND state != 'new'"
+            " AND (channel, address) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')"
+            " FROM json_each(?))", (keys,))
+        await self.db.execute(
+            f"UPDATE deliveries SET {self._DELIVERY_BLANK} WHERE external_id NOT LIKE 'purged:%' AND outbox_id IN"
+            " (SELECT id FROM outbox WHERE target IN (SELECT value FROM json_each(?)))", (targets,))
+        await self.db.execute(
+            f"UPDATE outbox SET {self._OUTBOX_BLANK} WHERE case_id IS NULL AND state != 'pending'"
+            " AND target IN (SELECT value FROM json_each(?))", (targets,))
+        for table in ("conversations", "held_messages"):
+            await self.db.execute(f"DELETE FROM {table} WHERE citizen_id IN (SELECT value FROM json_each(?))", (ids,))
+        if delete:
+            await self.db.execute("DELETE FROM citizens WHERE id IN (SELECT value FROM json_each(?))", (ids,))
+        else:
+            await self.db.execute(
+                "UPDATE citizens SET address = 'purged:' || id, name = NULL, user_id = NULL, username = NULL,"
+                " last_inbound_at = NULL, purged_at = ? WHERE id IN (SELECT value FROM json_each(?))", (ts(at), ids))
+
+    async def count_loose(self, before: datetime) -> dict[str, int]:
+        """How many rows of no case, older than ``before``, a purge would clear (per table)."""
+        out = {}
+        for table, where in self._LOOSE.items():
+            out[table] = (await self._one(f"SELECT count(*) AS n FROM {table} WHERE {where}", ts(before)))["n"]
+        return out
+
+    async def purge_loose(self, before: datetime) -> dict[str, int]:
+        """Clear the rows of no case older than ``before``: messages blanked, the rest deleted."""
+        out = {}
+        for table, where in self._LOOSE.items():
+            blank = {"inbound": self._INBOUND_BLANK, "outbox": self._OUTBOX_BLANK,
+                     "deliveries": self._DELIVERY_BLANK}.get(table)
+            sql = f"UPDATE {table} SET {blank} WHERE {where}" if blank else f"DELETE FROM {table} WHERE {where}"
+            async with self.db.execute(sql, (ts(before),)) as cur:
+                out[table] = cur.rowcount
+        return out

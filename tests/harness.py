@@ -95,7 +95,12 @@ class StaffClient:
 
     async def _sync_forever(self) -> None:
         while True:
-            await self.client.sync(timeout=5000, since=self.client.next_batch)
+            try:
+                resp = await self.client.sync(timeout=5000, since=self.client.next_batch)
+            except Exception:          # the homeserver is down (a fault test): retry, as Element does
+                resp = None
+            if not isinstance(resp, nio.SyncResponse):
+                await asyncio.sleep(1)
 
     async def _on_event(self, room: nio.MatrixRoom, event: Any) -> None:
         async with self._changed:

@@ -43,6 +43,7 @@ NAME = "telegram"
 MAX_TEXT = 4096
 MAX_CALLBACK_DATA = 64                 # bytes
 MAX_DOWNLOAD = 20 * 1024 * 1024
+REQUEST_TIMEOUT = 30.0                 # seconds for one Bot API call (a long poll: its timeout more)
 PER_CHAT_SECONDS = 1.0                 # about one message a second per chat
 OVERALL_PER_SECOND = 30
 STALE_OFFSET = timedelta(days=6)       # Telegram may restart its update ids after a quiet week
@@ -230,11 +231,13 @@ class TelegramChannel(base.Channel):
     max_download_bytes = MAX_DOWNLOAD
 
     def __init__(self, *, api_url: str, token: str, mode: str = "polling", webhook_secret: str = "",
-                 webhook_url: str = "", poll_timeout: int = 25, session: aiohttp.ClientSession | None = None) -> None:
+                 webhook_url: str = "", poll_timeout: int = 25, session: aiohttp.ClientSession | None = None,
+                 request_timeout: float = REQUEST_TIMEOUT) -> None:
         self.api_url = api_url.rstrip("/")
         self.mode = mode
         self.webhook_url = webhook_url
         self.poll_timeout = poll_timeout
+        self.request_timeout = request_timeout
         self._token = token
         self._secret = webhook_secret
         self._session = session
@@ -301,7 +304,7 @@ class TelegramChannel(base.Channel):
     async def start(self, sink: base.InboundSink) -> None:
         await super().start(sink)
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.poll_timeout + 30))
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout))
         if self.mode == "polling":
             self._task = asyncio.create_task(self._poll(), name="telegram-polling")
 
@@ -485,7 +488,7 @@ class TelegramChannel(base.Channel):
                     raise DeliveryError(f"file download answered {resp.status}",
                                         transient=resp.status >= 500 or resp.status == 429)
                 data = await resp.read()
-        except aiohttp.ClientError as e:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise DeliveryError(f"file download: {e.__class__.__name__}", transient=True) from None
         return Media(data=data, mime_type=attachment.mime_type, filename=attachment.filename)
 
@@ -495,8 +498,10 @@ class TelegramChannel(base.Channel):
         if self._session is None:
             raise DeliveryError("telegram channel is not started", transient=True)
         url = f"{self.api_url}/bot{self._token}/{method}"
+        # A long poll waits up to its own timeout; any other call gets request_timeout.
+        wait = params.get("timeout", 0) + self.request_timeout if method == "getUpdates" else self.request_timeout
         try:
-            async with self._session.post(url, json=params) as resp:
+            async with self._session.post(url, json=params, timeout=aiohttp.ClientTimeout(total=wait)) as resp:
                 try:
                     data = json.loads(await resp.text())
                 except ValueError:

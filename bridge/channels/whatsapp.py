@@ -7,6 +7,7 @@ See ../shared/API-NOTES.md for the wire format this follows.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -271,7 +272,7 @@ class WhatsAppChannel(base.Channel):
 
     def __init__(self, *, graph_url: str, api_version: str, phone_number_id: str, token: str,
                  app_secret: str, verify_token: str, session: aiohttp.ClientSession | None = None,
-                 templates: dict[str, Any] | None = None) -> None:
+                 templates: dict[str, Any] | None = None, request_timeout: float = 30.0) -> None:
         self.templates = dict(templates or {})
         self.base = f"{graph_url.rstrip('/')}/{api_version}"
         self.phone_number_id = phone_number_id
@@ -279,6 +280,7 @@ class WhatsAppChannel(base.Channel):
         self._app_secret = app_secret
         self._verify_token = verify_token
         self._session = session
+        self.request_timeout = request_timeout      # seconds for one Graph API call
         self.last_webhook_at: datetime | None = None
 
     # -- what the bridge knows of WhatsApp --------------------------------------------
@@ -316,7 +318,7 @@ class WhatsAppChannel(base.Channel):
     async def start(self, sink: base.InboundSink) -> None:
         await super().start(sink)
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout))
 
     async def stop(self) -> None:
         if self._session is not None:
@@ -411,6 +413,9 @@ class WhatsAppChannel(base.Channel):
                 data = await resp.read()
         except aiohttp.ClientError as e:
             raise DeliveryError(f"media {attachment.ref}: {e}", transient=True) from e
+        except asyncio.TimeoutError:
+            raise DeliveryError(f"media {attachment.ref}: no answer within {self.request_timeout:g}s",
+                                transient=True) from None
         expected = meta.get("sha256") or attachment.sha256
         if expected and len(expected) == 64 and hashlib.sha256(data).hexdigest() != expected:
             raise DeliveryError(f"media {attachment.ref}: sha256 mismatch", transient=True)
@@ -435,6 +440,8 @@ class WhatsAppChannel(base.Channel):
                 raise _graph_error(resp.status, data, resp.headers.get("Retry-After"))
         except aiohttp.ClientError as e:
             raise DeliveryError(f"whatsapp: {e.__class__.__name__}: {e}", transient=True) from e
+        except asyncio.TimeoutError:
+            raise DeliveryError(f"whatsapp: no answer within {self.request_timeout:g}s", transient=True) from None
 
 
 def _message_body(text: str, choices: Sequence[base.Choice]) -> dict[str, Any]:
