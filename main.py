@@ -4,6 +4,8 @@
     python main.py --config config.toml case ADU-…  print a case's transcript and history
     python main.py --config config.toml setup       create/join rooms, invite staff, say what is missing
     python main.py --config config.toml export --month 2026-11   the month's complaints (CSV, Excel)
+    python main.py --config config.toml purge --older-than 730 [--dry-run]   retention: closed cases' personal data
+    python main.py --config config.toml backup /backup                a consistent copy of the database and media
     python main.py demo                              the local demo (also: ./run with no credentials)
     python main.py --config data/demo/config.toml case ADU-…     the shell commands on the demo's data
 """
@@ -15,11 +17,13 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
 from bridge import transcript
 from bridge.app import Bridge
+from bridge.clock import system_clock
 from bridge.config import ConfigError, Settings, has_credentials, load, read_toml
 from bridge.matrix import MatrixStartupError
 from bridge.privacy import MaskingFilter
@@ -100,6 +104,11 @@ def print_case(settings: Settings, ticket: str) -> str:
         store = await Store.open(settings.database_path, create=False)
         try:
             async with store.reading() as tx:
+                case = await tx.get_case_by_ticket(ticket.upper())
+                if case is not None and case["purged_at"]:
+                    # Retention removed its personal data: say so, and show what stayed.
+                    from bridge.retention import purged_text
+                    return await purged_text(tx, case, settings.sop)
                 return transcript.to_text(await transcript.build_by_ticket(
                     tx, ticket.upper(), reveal_contact=True, profile=settings.sop))
         finally:
@@ -118,6 +127,33 @@ async def export(settings: Settings, month: str, out_dir: Path | None) -> str:
     finally:
         await store.close()
     return f"{done.count} pengaduan ditulis ke {done.csv} dan {done.xlsx.name}"
+
+
+async def purge(settings: Settings, days: int | None, *, dry_run: bool, vacuum: bool) -> str:
+    """Retention: remove the personal data of cases closed more than ``days`` days ago
+    (default: [retention] days); ``dry_run`` says what would go and changes nothing."""
+    from bridge.retention import purge as run_purge
+    days = settings.retention.days if days is None else days
+    if days < 1:
+        raise ValueError(f"--older-than: must be at least 1 day, not {days}")
+    path = settings.database_path
+    if not path.is_file():                  # like case and export: a database is never made here
+        raise NoDatabase(f"no database at {path}")
+    # Read-only for a dry run; else the bridge's own way in (it may be running: one writer at a time).
+    store = await Store.open(path, create=not dry_run)
+    try:
+        done = await run_purge(store, settings.data_dir / "media", days=days, now=system_clock(),
+                               dry_run=dry_run, vacuum=vacuum and not dry_run)
+    finally:
+        await store.close()
+    return "\n".join(done.lines(settings.sla.calendar.tz))
+
+
+def backup(settings: Settings, dest: Path) -> str:
+    """A consistent copy of the database and the media folder in a new folder under ``dest``."""
+    from bridge.backup import backup as run_backup
+    done = run_backup(settings.database_path, dest, now=system_clock(), tz=settings.sla.calendar.tz)
+    return "\n".join(done.lines())
 
 
 def no_database(config: str, error: NoDatabase) -> str:
@@ -141,6 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     export_cmd = sub.add_parser("export", help="write a month's complaints as CSV and Excel")
     export_cmd.add_argument("--month", required=True, help="YYYY-MM, e.g. 2026-11")
     export_cmd.add_argument("--out", type=Path, help="folder for the files (default: reports/ beside the database)")
+    purge_cmd = sub.add_parser("purge", help="retention: remove the personal data of cases closed longer ago "
+                                             "than the period, keep their figures")
+    purge_cmd.add_argument("--older-than", type=int, metavar="DAYS",
+                           help="cases closed more than DAYS days ago (default: [retention] days)")
+    purge_cmd.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+    purge_cmd.add_argument("--vacuum", action="store_true",
+                           help="rebuild the database file after the purge (once, for a database from before "
+                                "retention; holds the bridge's writes while it runs)")
+    backup_cmd = sub.add_parser("backup", help="write a consistent copy of the database and media/ into a new "
+                                               "folder under DEST (safe while the bridge runs)")
+    backup_cmd.add_argument("dest", type=Path, help="e.g. /backup: the copy goes to DEST/pengaduan-YYYYmmdd-HHMMSS/")
     demo_cmd = sub.add_parser("demo", help="the local demo: embedded homeserver and citizen simulator "
                                            "(what ./run does when no credentials are set)")
     demo_cmd.add_argument("--data-dir", help="default: data/demo beside config.toml")
@@ -160,12 +207,20 @@ def main(argv: list[str] | None = None) -> int:
             from bridge.setup import setup_command
             print("\n".join(asyncio.run(setup_command(args.config))))
             return 0
-        settings = load(args.config, offline=args.command in ("case", "export"))
+        settings = load(args.config, offline=args.command in ("case", "export", "purge", "backup"))
         setup_logging(settings.log_format)
         if args.command == "case":
             print(print_case(settings, args.ticket), end="")
         elif args.command == "export":
             print(asyncio.run(export(settings, args.month, args.out)))
+        elif args.command == "purge":
+            print(asyncio.run(purge(settings, args.older_than, dry_run=args.dry_run, vacuum=args.vacuum)))
+        elif args.command == "backup":
+            try:
+                print(backup(settings, args.dest))
+            except (OSError, sqlite3.Error) as e:     # DEST not writable, a full disk, a broken copy
+                print(f"error: backup failed: {e}", file=sys.stderr)
+                return 2
         else:
             asyncio.run(run(settings))
     except ConfigError as e:
@@ -174,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:           # e.g. a month that is not YYYY-MM
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except NoDatabase as e:           # case, export: they read a database, never make one
+    except NoDatabase as e:           # case, export, purge, backup: they never make a database
         print(no_database(args.config, e), file=sys.stderr)
         return 2
     except transcript.NotFound as e:

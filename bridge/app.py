@@ -29,6 +29,7 @@ from bridge.texts import Texts, TextsError
 from bridge.web import HttpServer, make_app
 from schedules import Schedules
 from schedules.digest import DailyDigest
+from schedules.retention import RetentionJob
 from schedules.sla import SlaCheck
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,12 @@ class Bridge:
 
         self.sla = SlaCheck(store, self.cases, self.outbox, s.staff, self.clock, self.matrix.rooms)
         self.digest = DailyDigest(store, self.profile, s.sla.calendar, self.outbox, self.clock)
+        self.retention = (RetentionJob(store, s.data_dir / "media", s.retention.days, self.clock)
+                          if s.retention.enabled else None)
         self.schedules = Schedules(s.sla.calendar.tz.key, s.sla.check_seconds, self.sla.run_once,
                                    s.sla.digest_time.hour, s.sla.digest_time.minute, self.digest.run,
-                                   self.expire_conversations)
+                                   self.expire_conversations,
+                                   retention=(s.retention.run_at, self.retention.run) if self.retention else None)
         await self.schedules.start()
         self._started.append(self.schedules)
 

@@ -74,6 +74,15 @@ class CitizenSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """[retention]: the daily purge of closed cases' personal data (bridge/retention.py)."""
+
+    enabled: bool = False            # the daily job; main.py purge works either way
+    days: int = 730                  # a closed case keeps its personal data this long
+    run_at: time = time(2, 0)        # [retention] time: when the job runs, office time
+
+
+@dataclass(frozen=True)
 class HttpSettings:
     host: str
     port: int
@@ -93,6 +102,7 @@ class Settings:
     sla: SlaSettings
     units: tuple[UnitSettings, ...] = ()
     citizen: CitizenSettings = CitizenSettings()
+    retention: RetentionSettings = RetentionSettings()
     log_format: str = "text"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -169,7 +179,7 @@ def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path,
         raise ConfigError(f"[logging] format: must be \"text\" or \"json\", not {log_format!r}")
     return Settings(matrix=matrix, rooms=rooms, staff=staff, channels=channels, http=http,
                     database_path=db, data_dir=db.parent, sop=profile, units=_units(data), sla=_sla(data),
-                    citizen=_citizen(r, base_dir), log_format=log_format, raw=data)
+                    citizen=_citizen(r, base_dir), retention=_retention(r), log_format=log_format, raw=data)
 
 
 def _citizen(r: "_Reader", base_dir: Path) -> CitizenSettings:
@@ -185,6 +195,18 @@ def _citizen(r: "_Reader", base_dir: Path) -> CitizenSettings:
         ask_nik=r.get("citizen", "ask_nik", bool, True), idle_hours=float(idle), thanks_days=days,
         confidential=r.get("citizen", "confidential", bool, False), rating=r.get("citizen", "rating", bool, True),
         texts=path if path.is_file() else None)
+
+
+def _retention(r: "_Reader") -> RetentionSettings:
+    days = r.get("retention", "days", int, 730)
+    if days < 1:
+        raise ConfigError(f"[retention] days: must be at least 1, not {days}")
+    at = r.get("retention", "time", str, "02:00")
+    try:
+        run_at = time.fromisoformat(at)
+    except ValueError:
+        raise ConfigError(f"[retention] time: {at!r} is not a time like \"02:00\"") from None
+    return RetentionSettings(enabled=r.get("retention", "enabled", bool, False), days=days, run_at=run_at)
 
 
 def _sla(data: dict[str, Any]) -> SlaSettings:

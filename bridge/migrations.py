@@ -339,3 +339,49 @@ async def channel_cursors(db: aiosqlite.Connection) -> None:
         updated_at  TEXT NOT NULL
     );
     """)
+
+
+@upgrade(8)
+async def retention(db: aiosqlite.Connection) -> None:
+    """Retention (UU 27/2022, bridge/retention.py): a closed case's personal data is removed
+    after the office's period, and its anonymous figures stay.
+
+    The audit trail stays append-only, with one narrow exception, written here in the
+    database rather than trusted to the code: an event of a case already marked purged
+    (``cases.purged_at``) may be rewritten so that it only *loses* personal data: its note
+    cleared (or kept as it is) and its data reduced to a subset of its keys with their
+    values unchanged. Who acted, in which role, what, when and from which step to which
+    stays as written, and no event is ever deleted. A case is marked purged only once it is
+    closed, and the mark is never taken back, so an open case's trail cannot be touched.
+    """
+    await run_script(db, """
+    ALTER TABLE cases ADD COLUMN purged_at TEXT;             -- its personal data was removed then
+    ALTER TABLE citizens ADD COLUMN purged_at TEXT;          -- anonymised: every case of theirs purged
+    -- A case's effects and deliveries, read by case (a purge, a transcript) without a full scan.
+    CREATE INDEX outbox_case ON outbox (case_id, id) WHERE case_id IS NOT NULL;
+    CREATE INDEX deliveries_case ON deliveries (case_id) WHERE case_id IS NOT NULL;
+
+    -- Only a closed case is purged, once: the mark is never moved or taken back,
+    -- and a purged case stays closed.
+    CREATE TRIGGER cases_purge_closed_only BEFORE UPDATE OF purged_at ON cases
+        WHEN NEW.purged_at IS NOT OLD.purged_at
+             AND (OLD.purged_at IS NOT NULL OR OLD.state != 'closed' OR NEW.state != 'closed')
+        BEGIN SELECT RAISE(ABORT, 'cases: only a closed case is purged, and only once'); END;
+    CREATE TRIGGER cases_purged_stay_closed BEFORE UPDATE OF state ON cases
+        WHEN OLD.purged_at IS NOT NULL AND NEW.state != 'closed'
+        BEGIN SELECT RAISE(ABORT, 'cases: a purged case stays closed'); END;
+
+    DROP TRIGGER case_events_no_update;
+    CREATE TRIGGER case_events_no_update BEFORE UPDATE ON case_events
+        WHEN NOT (
+            (SELECT purged_at FROM cases WHERE id = OLD.case_id) IS NOT NULL
+            AND NEW.id IS OLD.id AND NEW.case_id IS OLD.case_id AND NEW.at IS OLD.at
+            AND NEW.actor IS OLD.actor AND NEW.role IS OLD.role AND NEW.kind IS OLD.kind
+            AND NEW.from_step IS OLD.from_step AND NEW.to_step IS OLD.to_step
+            AND (NEW.note IS NULL OR NEW.note IS OLD.note)
+            AND (NEW.data IS NULL OR NEW.data IS OLD.data OR NOT EXISTS (
+                SELECT 1 FROM json_each(NEW.data) n WHERE NOT EXISTS (
+                    SELECT 1 FROM json_each(OLD.data) o
+                    WHERE o.key IS n.key AND o.type IS n.type AND o.value IS n.value))))
+        BEGIN SELECT RAISE(ABORT, 'case_events is append-only (a purged case''s events may only lose personal data)'); END;
+    """)

@@ -768,6 +768,9 @@ class Tx:
         await self.db.execute("DELETE FROM held_messages WHERE case_id = ?", (case_id,))
         return True
 
+    async def rating_of(self, case_id: int) -> Row | None:
+        return await self._one("SELECT * FROM ratings WHERE case_id = ?", case_id)
+
     async def clean_event(self, event_id: int, note: str | None, data: dict[str, Any] | None) -> None:
         """An event of a purged case without its personal data (migration 8's trigger allows
         only that: the note cleared, the data reduced to some of its keys)."""
