@@ -152,11 +152,14 @@ def write_xlsx(rows: Sequence[dict[str, Any]], path: Path, *, title: str, sheet:
     for cell in ws[2]:
         cell.font = Font(bold=True)
         cell.alignment = Alignment(wrap_text=True, vertical="top")
-    for row in rows:
-        ws.append([row.get(k) for k in header])
-        for cell in ws[ws.max_row]:
-            if isinstance(cell.value, datetime):
-                cell.number_format = "dd-mm-yyyy hh:mm"
+    # Dates shown as dates. The row number is counted here: openpyxl's max_row scans every
+    # cell, so asking it once a row made a 10,000-case month take minutes (bench/).
+    for line, row in enumerate(rows, start=3):
+        values = [row.get(k) for k in header]
+        ws.append(values)
+        for col, value in enumerate(values, start=1):
+            if isinstance(value, datetime):
+                ws.cell(line, col).number_format = "dd-mm-yyyy hh:mm"
     for i, name in enumerate(header, start=1):
         longest = max([len(_shown(row.get(name))) for row in rows] + [min(len(name), 18)])
         ws.column_dimensions[get_column_letter(i)].width = min(longest + 2, 50)

@@ -187,6 +187,22 @@ class MatrixBot:
                         except Exception:
                             log.exception("matrix: handling %s failed", event.event_id)
 
+    async def _invites(self, resp: nio.SyncResponse) -> None:
+        """The bot works only in the rooms of config.toml: an invite to any other room, from
+        anyone, is declined; one to a configured room (say, after a kick) is taken."""
+        for room_id, info in resp.rooms.invite.items():
+            inviter = next((e.sender for e in info.invite_state
+                            if isinstance(e, nio.InviteMemberEvent) and e.state_key == self.user_id), "?")
+            try:
+                if room_id in self.rooms.values():
+                    await self.client.join(room_id)
+                    log.info("matrix: invited back to %s by %s: joined", room_id, inviter)
+                else:
+                    await self.client.room_leave(room_id)
+                    log.warning("matrix: invite to %s from %s declined: not a room of config.toml", room_id, inviter)
+            except (asyncio.TimeoutError, OSError) as e:    # tried again with the next sync
+                log.warning("matrix: the invite to %s not answered yet: %s", room_id, e)
+
     async def _gap(self, room_id: str, prev_batch: str, since: str) -> list[Any]:
         """The events between the stored token and a limited sync's timeline, oldest first."""
         gap: list[Any] = []
@@ -218,6 +234,7 @@ class MatrixBot:
             except Exception as e:  # network trouble: retry with backoff
                 resp = e
             if isinstance(resp, nio.SyncResponse):
+                await self._invites(resp)
                 # The very first sync of a new bridge is history: nothing in it is for us.
                 if since is not None:
                     await self._dispatch(resp, since)

@@ -203,3 +203,20 @@ async def test_a_status_before_its_row_is_kept_until_the_row_comes(store: Store)
         assert (await q.get_delivery(tx, "whatsapp", "wamid.fast"))["status"] == "read"
         # Taken once: a second record of the same message finds none.
         assert await tx.record_delivery("whatsapp", "wamid.fast", outbox_id=None, case_id=None, at=T0) == []
+
+
+async def test_a_nested_reading_or_transaction_fails_at_once_instead_of_waiting_for_itself(tmp_path) -> None:
+    store = await Store.open(tmp_path / "nested.db")
+    try:
+        async with store.reading():
+            with pytest.raises(RuntimeError, match="wait for itself"):
+                async with store.reading():
+                    pass
+        async with store.transaction():
+            with pytest.raises(RuntimeError, match="wait for itself"):
+                async with store.transaction():
+                    pass
+            async with store.reading() as tx:        # reading while writing is fine
+                assert await tx._one("SELECT 1 AS one") == {"one": 1}
+    finally:
+        await store.close()

@@ -134,11 +134,27 @@ async def test_wrong_or_missing_signature_gets_401_and_stores_nothing(env: Env) 
 
 async def test_malformed_notification_gets_400_and_stores_nothing(env: Env) -> None:
     assert (await env.send(b"{not json"))[0] == 400
-    assert (await env.send({"object": "whatsapp_business_account", "entry": "nope"}))[0] == 400
-    bad_message = env.graph.notification(messages=[{"from": CITIZEN, "type": "text"}])   # no id
-    assert (await env.send(bad_message))[0] == 400
+    assert (await env.send(b"\xff\xfe not utf-8"))[0] == 400
     async with env.bridge.store.reading() as tx:
         assert await q.inbound_count(tx) == 0
+
+
+async def test_json_of_another_shape_is_taken_and_ignored_and_good_items_kept(env: Env, caplog) -> None:
+    """Meta retries a non-200 for days: a body it cannot mean is answered 200 and logged;
+    in a notification, a message of a wrong shape is left out and the others are stored."""
+    assert (await env.send({"object": "whatsapp_business_account", "entry": "nope"}))[0] == 200
+    assert (await env.send({"hello": "world"}))[0] == 200
+    bad_message = env.graph.notification(messages=[{"from": CITIZEN, "type": "text"}])   # no id
+    assert (await env.send(bad_message))[0] == 200
+    async with env.bridge.store.reading() as tx:
+        assert await q.inbound_count(tx) == 0
+    good = env.graph.text(CITIZEN, in_format("KTP-el saya hilang"))
+    mixed = env.graph.notification(messages=[{"from": CITIZEN, "type": "text"}, *good["entry"][0]["changes"][0]
+                                             ["value"]["messages"]])
+    assert (await env.send(mixed))[0] == 200
+    async with env.bridge.store.reading() as tx:
+        assert await q.inbound_count(tx) == 1
+    assert any("ignored" in r.getMessage() for r in caplog.records if r.name == "bridge.channels.whatsapp")
 
 
 async def test_webhook_verification_handshake(env: Env) -> None:

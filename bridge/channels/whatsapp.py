@@ -135,8 +135,11 @@ def _time(value: Any) -> datetime:
         raise BadPayload(f"timestamp {value!r} is not a Unix time") from None
 
 
-def parse_notification(payload: Any) -> tuple[list[InboundMessage], list[StatusUpdate]]:
-    """Every message and status of one webhook POST, in order. Raises BadPayload."""
+def parse_notification(payload: Any, problems: list[str] | None = None
+                       ) -> tuple[list[InboundMessage], list[StatusUpdate]]:
+    """Every message and status of one webhook POST, in order. Raises BadPayload for a
+    notification of the wrong shape; a message or status of the wrong shape raises too,
+    unless ``problems`` is given: then it is left out and its reason appended there."""
     if not isinstance(payload, dict) or not isinstance(payload.get("entry"), list):
         raise BadPayload("no 'entry' list")
     messages: list[InboundMessage] = []
@@ -152,10 +155,19 @@ def parse_notification(payload: Any) -> tuple[list[InboundMessage], list[StatusU
             contacts = {key: c for c in _list(value, "contacts") if isinstance(c, dict)
                         for key in (c.get("wa_id"), c.get("user_id")) if key}
             for m in _list(value, "messages"):
-                messages.append(_message(m, contacts))
+                _take(messages, _message, problems, m, contacts)
             for s in _list(value, "statuses"):
-                statuses.append(_status(s))
+                _take(statuses, _status, problems, s)
     return messages, statuses
+
+
+def _take(into: list[Any], parse: Any, problems: list[str] | None, *args: Any) -> None:
+    try:
+        into.append(parse(*args))
+    except BadPayload as e:
+        if problems is None:
+            raise
+        problems.append(str(e))
 
 
 def _list(obj: Any, key: str) -> list[Any]:
@@ -349,10 +361,19 @@ class WhatsAppChannel(base.Channel):
                         request.remote)
             return web.json_response({"error": "bad signature"}, status=401)
         try:
-            messages, statuses = parse_notification(json.loads(body))
-        except (ValueError, BadPayload) as e:     # JSONDecodeError is a ValueError
+            payload = json.loads(body)
+        except ValueError as e:                   # not JSON at all (JSONDecodeError, bad UTF-8)
             log.warning("whatsapp: malformed notification refused: %s", e)
             return web.json_response({"error": f"malformed notification: {e}"}, status=400)
+        problems: list[str] = []
+        try:
+            messages, statuses = parse_notification(payload, problems)
+        except BadPayload as e:
+            # JSON of another shape: Meta would retry a non-200 for days, so take it, and say so.
+            log.warning("whatsapp: notification of an unknown shape ignored: %s", e)
+            return web.json_response({"ok": True, "ignored": str(e)})
+        for problem in problems:
+            log.warning("whatsapp: an item of a notification ignored: %s", problem)
         # Stored before the 200: from here a crash loses nothing, and Meta's retries dedupe.
         await self.sink.accept(messages, statuses)
         self.last_webhook_at = datetime.now(timezone.utc)
