@@ -96,7 +96,9 @@ class StaffClient:
     async def _sync_forever(self) -> None:
         while True:
             try:
-                resp = await self.client.sync(timeout=5000, since=self.client.next_batch)
+                # A timeline long enough that a burst (hundreds of cards) arrives whole, not as a gap.
+                resp = await self.client.sync(timeout=5000, since=self.client.next_batch,
+                                              sync_filter={"room": {"timeline": {"limit": 1000}}})
             except Exception:          # the homeserver is down (a fault test): retry, as Element does
                 resp = None
             if not isinstance(resp, nio.SyncResponse):
