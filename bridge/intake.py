@@ -1,7 +1,8 @@
 """From stored inbound messages to cases, one message at a time, in arrival order.
 
 ``accept`` is the channels' sink: it stores what arrived (deduplicated) and returns, so
-the channel can answer 200. The worker then processes the stored rows in order; each
+the channel can answer 200; the webhooks that arrive together share one transaction
+(group commit, see ``accept``). The worker then processes the stored rows in order; each
 row is handled in one transaction with everything it causes, so a crash at any point
 leaves it either untouched (and processed after the restart) or fully done. A row whose
 processing keeps failing is set aside after ``MAX_ATTEMPTS`` (state 'failed', told to
@@ -12,7 +13,9 @@ complaint format, questions, status, follow-ups to open cases, the rating.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -32,6 +35,21 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 RETRY_SECONDS = 1.0        # a failed message is tried again this soon (MAX_ATTEMPTS in all)
+# Webhooks in crowds go first (Intake._after_crowd): a commit round of CROWD arrivals or more
+# keeps the worker waiting for LULL seconds more, but at most CROWD_WAIT before each message.
+CROWD = 4
+LULL = 0.05
+CROWD_WAIT = 5.0           # under a flood that does not ebb, a message every 5 s still
+
+
+@dataclass
+class _Arrival:
+    """One ``accept`` call waiting for its transaction: ``stored`` is done once it committed."""
+    messages: Sequence[InboundMessage]
+    statuses: Sequence[StatusUpdate]
+    cursor: tuple[str, str] | None
+    at: datetime
+    stored: asyncio.Future[None]
 
 
 class Intake(Worker):
@@ -46,32 +64,103 @@ class Intake(Worker):
         self.outbox = outbox
         self.clock = clock
         self._retrying = False
+        self._arrivals: list[_Arrival] = []           # accepted, waiting for the next commit
+        self._committer: asyncio.Task[None] | None = None
+        self._crowd_committing = 0                    # rounds of CROWD or more being committed now
+        self._crowded_until = 0.0                     # loop time: until then the worker gives way
 
     async def idle_seconds(self) -> float:
         return RETRY_SECONDS if self._retrying else 30.0
 
+    async def stop(self) -> None:
+        await super().stop()
+        if self._committer is not None:      # what was accepted is committed before the store closes
+            await asyncio.wait([self._committer])
+
     # -- the sink --------------------------------------------------------------------
     async def accept(self, messages: Sequence[InboundMessage], statuses: Sequence[StatusUpdate],
                      cursor: tuple[str, str] | None = None) -> None:
-        now = self.clock()
-        async with self.store.transaction() as tx:
-            if cursor is not None:       # real time: a channel compares it with its service's own
-                await tx.save_cursor(*cursor, at=datetime.now(timezone.utc))
-            for m in messages:
-                if not await tx.insert_inbound(m, now):
-                    log.info("intake: %s %s seen before, ignored", m.channel, m.external_id[-12:])
-            for st in statuses:
-                if st.status == "failed":
-                    log.warning("intake: delivery %s failed: %s %s", st.external_id[-12:], st.error_code,
-                                st.error_title)
-                # A status before its message's row is kept by the store and applied later.
-                moved = await tx.apply_status(st)
-                if moved:
-                    await self.cases.delivery_moved(tx, moved, st)
-        if messages:
-            self.wake()
-        if statuses:
-            self.outbox.wake()
+        """Store what arrived; returns once it is committed (the channel then answers 200).
+
+        Group commit: the accepts that arrive together share one transaction. Each call
+        queues its arrival and waits for its own future; the first of them starts the
+        committer (``_commit_arrivals``), which takes everything queued so far and stores it
+        in one transaction; what arrives meanwhile goes in its next round, and so on until
+        nothing is queued. A failure fails every caller of that transaction and stores
+        nothing of theirs: each channel answers 5xx and its service retries, and the
+        messages' UNIQUE (channel, external_id) drops what was stored before. So a crash
+        after the 200 loses nothing, and one before it loses nothing either.
+
+        The worker's own transactions are long (dozens of statements, see ``_after_crowd``):
+        while webhooks come in crowds it waits, so that they never wait behind it.
+        """
+        arrival = _Arrival(messages, statuses, cursor, self.clock(), asyncio.get_running_loop().create_future())
+        self._arrivals.append(arrival)
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_arrivals(), name="intake-commit")
+        await arrival.stored
+
+    async def _commit_arrivals(self) -> None:
+        """Commit the queued arrivals, a transaction a round, until none is left."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._arrivals:
+                batch, self._arrivals = self._arrivals, []
+                crowd = len(batch) >= CROWD
+                self._crowd_committing += crowd
+                try:
+                    await self._store_arrivals(batch)
+                except BaseException as e:
+                    for a in batch:
+                        if not a.stored.done():                  # its caller may have gone (cancelled)
+                            a.stored.set_exception(e)
+                    if not isinstance(e, Exception):             # cancelled: the bridge is stopping
+                        raise
+                    log.error("intake: storing %d arrivals failed: %s: %s", len(batch), e.__class__.__name__, e)
+                    continue
+                finally:
+                    self._crowd_committing -= crowd
+                    if crowd:
+                        self._crowded_until = loop.time() + LULL
+                for a in batch:
+                    if not a.stored.done():
+                        a.stored.set_result(None)
+                if any(a.messages for a in batch):
+                    self.wake()
+                if any(a.statuses for a in batch):
+                    self.outbox.wake()
+        finally:
+            self._committer = None
+
+    async def _store_arrivals(self, batch: Sequence[_Arrival]) -> None:
+        """One transaction for what ``accept`` was given by each arrival of ``batch``.
+
+        Messages alone (every WhatsApp webhook with a message) are the common case: the
+        store makes their whole transaction in one hop to its thread
+        (``Store.insert_inbound``). With a cursor or statuses it is an ordinary transaction:
+        the messages (one hop), then each cursor and status in arrival order, as one accept
+        after the other would have.
+        """
+        items = [(m, a.at) for a in batch for m in a.messages]
+        if not any(a.statuses or a.cursor for a in batch):
+            stored = await self.store.insert_inbound(items) if items else set()
+        else:
+            async with self.store.transaction() as tx:
+                stored = await tx.insert_inbound_many(items) if items else set()
+                for a in batch:
+                    if a.cursor is not None:     # real time: a channel compares it with its service's own
+                        await tx.save_cursor(*a.cursor, at=datetime.now(timezone.utc))
+                    for st in a.statuses:
+                        if st.status == "failed":
+                            log.warning("intake: delivery %s failed: %s %s", st.external_id[-12:], st.error_code,
+                                        st.error_title)
+                        # A status before its message's row is kept by the store and applied later.
+                        moved = await tx.apply_status(st)
+                        if moved:
+                            await self.cases.delivery_moved(tx, moved, st)
+        for m, _ in items:
+            if (m.channel, m.external_id) not in stored:
+                log.info("intake: %s %s seen before, ignored", m.channel, m.external_id[-12:])
 
     async def cursor(self, channel: str) -> tuple[str, datetime] | None:
         async with self.store.reading() as tx:
@@ -92,6 +181,7 @@ class Intake(Worker):
         for inbound_id, msg in pending:
             if (msg.channel, msg.address) in blocked:
                 continue
+            await self._after_crowd()
             try:
                 async with self.store.transaction() as tx:
                     await self._process(tx, inbound_id, msg)
@@ -103,6 +193,25 @@ class Intake(Worker):
                 self._retrying = await self._failed(inbound_id, msg, e) or self._retrying
             self.outbox.wake()
         return done
+
+    async def _after_crowd(self) -> None:
+        """While webhooks come in crowds, let them have the database: wait for a lull.
+
+        A message's transaction holds the write lock for dozens of statements, each a hop
+        to the database's thread, and under load each hop waits for a turn of the event
+        loop and for the GIL: every webhook arriving meanwhile would wait for all of it. So
+        while the committer's rounds are crowds (``CROWD`` arrivals or more, as under a
+        flood) and for ``LULL`` seconds after each, the worker waits; but never more than
+        ``CROWD_WAIT`` a message, so it keeps going, slowly, under any flood. Webhooks
+        that come one at a time are no crowd: their messages are processed at once.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + CROWD_WAIT
+        while self._crowded() and (now := loop.time()) < give_up:
+            await asyncio.sleep(min(max(self._crowded_until - now, 0.005), give_up - now))
+
+    def _crowded(self) -> bool:
+        return self._crowd_committing > 0 or asyncio.get_running_loop().time() < self._crowded_until
 
     async def _failed(self, inbound_id: int, msg: InboundMessage, error: Exception) -> bool:
         """Count the failure; returns whether the message will be tried again."""

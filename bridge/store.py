@@ -46,12 +46,10 @@ class NoDatabase(Exception):
 
 
 class Store:
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
-                 ingest: sqlite3.Connection | None = None) -> None:
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
-        self._ingest = ingest          # insert_inbound's, used on the event loop's thread
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
 
@@ -74,7 +72,7 @@ class Store:
         await writer.execute("PRAGMA journal_mode = WAL")
         await _migrate(writer)
         reader = await _connect(path)
-        return cls(path, writer, reader, _connect_ingest(path))
+        return cls(path, writer, reader)
 
     @classmethod
     async def _open_existing(cls, path: Path) -> "Store":
@@ -96,8 +94,6 @@ class Store:
     async def close(self) -> None:
         async with self._write_lock:
             await self._writer.close()
-            if self._ingest is not None:
-                self._ingest.close()
         async with self._read_lock:
             await self._reader.close()
 
@@ -148,26 +144,14 @@ class Store:
         the webhooks' path (bridge/intake.py). Returns the (channel, external id) stored
         now; the others were seen before.
 
-        It is a few statements, a few hundred microseconds for a round of webhooks, so it
-        runs right here on the event loop's thread, on a connection of its own (sqlite3,
-        no busy wait), under the write lock as every transaction. Not on the writer's
-        thread: under load each hop there waits for the event loop, and each statement
-        there lets go of the GIL and waits for it again, up to the interpreter's switch
-        interval (5 ms) while the loop is busy: that made a round's commit take ~1 ms
-        at the median and 7 ms at p99. Only when another process holds the database's
-        write lock (SQLITE_BUSY: a shell command, say) does it go to the writer's thread,
-        in one hop, to wait there (busy_timeout) without stopping the event loop.
+        The whole transaction (BEGIN IMMEDIATE, the inserts, COMMIT) is ONE hop to the
+        writer's thread, where ``transaction()`` makes a hop of every statement: under load
+        each hop waits for a turn of the event loop, and on the thread each statement lets
+        go of the GIL and must get it back from a busy loop.
         """
-        insert = partial(_insert_inbound, items=items)
         async with self._write_lock:
-            if self._ingest is not None:
-                try:
-                    return _in_one_transaction(self._ingest, insert)
-                except sqlite3.OperationalError as e:
-                    if e.sqlite_errorcode & 0xff != sqlite3.SQLITE_BUSY:
-                        raise
-                    log.info("database: busy (another process writes): inbound messages stored from its thread")
-            return await self._writer._execute(_in_one_transaction, self._writer._conn, insert)
+            return await self._writer._execute(_in_one_transaction, self._writer._conn,
+                                               partial(_insert_inbound, items=items))
 
 
 # The locks the current task holds: one more of the same in it would wait for itself.
@@ -219,15 +203,6 @@ async def _connect(path: Path, *, read_only: bool = False) -> aiosqlite.Connecti
     return db
 
 
-def _connect_ingest(path: Path) -> sqlite3.Connection:
-    """Store.insert_inbound's connection, set up as _connect's but never waiting for a lock
-    (timeout 0: SQLITE_BUSY at once), for it runs on the event loop's thread."""
-    db = sqlite3.connect(path, timeout=0, isolation_level=None)
-    for pragma in ("foreign_keys = ON", "synchronous = NORMAL", "secure_delete = ON"):
-        db.execute(f"PRAGMA {pragma}")
-    return db
-
-
 async def _migrate(db: aiosqlite.Connection) -> None:
     async with db.execute("PRAGMA user_version") as cur:
         (current,) = await cur.fetchone()
@@ -246,9 +221,9 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         await db.commit()
 
 
-# -- plain sqlite3: on the event loop's thread (Store.insert_inbound), or on an aiosqlite
-# connection's thread in one hop for all of it: aiosqlite's Connection._execute(fn, *args)
-# runs fn there (aiosqlite is pinned in requirements.txt).
+# -- plain sqlite3, run on an aiosqlite connection's thread in one hop for all of it:
+# aiosqlite's Connection._execute(fn, *args) runs fn there (aiosqlite is pinned in
+# requirements.txt; its public API has no such call).
 _INBOUND_ROWS = 500        # rows of one statement below: 7 parameters each, far under SQLite's 32,766
 
 
