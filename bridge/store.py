@@ -103,8 +103,10 @@ class Store:
         _not_within(self._write_lock, "transaction")
         async with self._write_lock:
             with _holding(self._write_lock):
-                await self._writer.execute("BEGIN IMMEDIATE")
                 try:
+                    # Inside the try: a task cancelled while BEGIN runs on the connection's
+                    # thread still rolls back (queued after it), so the next one can begin.
+                    await self._writer.execute("BEGIN IMMEDIATE")
                     yield Tx(self._writer)
                 except BaseException:
                     await self._writer.rollback()
