@@ -21,12 +21,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(path: Path, synapse, graph, botapi: FakeBotApi | None, prefix: str, port: int, *,
-                 telegram: bool = True) -> None:
+def write_config(path: Path, synapse, graph, botapi: FakeBotApi | None, prefix: str, port: int) -> None:
+    """config.toml for a bridge process on the test's homeserver and fakes (Telegram when
+    ``botapi`` is given); the database is data/bridge.db beside it."""
     server = synapse.server_name
     rooms = "\n".join(f'{r} = "#{prefix}-{r}:{server}"' for r in STAFF)
     telegram_table = (f'[telegram]\nenabled = true\napi_url = "{botapi.url}"\npoll_timeout = 1\n'
-                      if telegram and botapi else "")
+                      if botapi else "")
     staff = "\n".join(f'{r} = ["{user_id(synapse, lp)}"]' for r, lp in STAFF.items())
     path.write_text(f"""
 [matrix]

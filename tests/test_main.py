@@ -11,42 +11,18 @@ from pathlib import Path
 import pytest
 
 from bridge.store import Store
-from tests.harness import BOT, PASSWORD, STAFF, StaffClient, new_prefix, user_id
+from tests.bridge_process import write_config
+from tests.harness import PASSWORD, STAFF, StaffClient, new_prefix
 from tests.story import in_format
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_config(path: Path, synapse, graph, prefix: str) -> None:
-    server = synapse.server_name
-    rooms = "\n".join(f'{r} = "#{prefix}-{r}:{server}"' for r in STAFF)
-    staff = "\n".join(f'{r} = ["{user_id(synapse, lp)}"]' for r, lp in STAFF.items())
-    path.write_text(f"""
-[matrix]
-homeserver = "{synapse.url}"
-user_id = "{user_id(synapse, BOT)}"
-[rooms]
-{rooms}
-create = true
-[staff]
-{staff}
-[whatsapp]
-graph_url = "{graph.url}"
-api_version = "{graph.api_version}"
-phone_number_id = "{graph.phone_number_id}"
-[http]
-host = "127.0.0.1"
-port = 0
-[database]
-path = "data/bridge.db"
-""")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_runs_until_a_signal_then_stops_cleanly(synapse_users, graph, tmp_path, sig) -> None:
     prefix = new_prefix()
     config = tmp_path / "config.toml"
-    write_config(config, synapse_users, graph, prefix)
+    write_config(config, synapse_users, graph, None, prefix, 0)
     env = {"PATH": "/usr/bin:/bin", "MATRIX_PASSWORD": PASSWORD, "WHATSAPP_TOKEN": graph.token,
            "WHATSAPP_APP_SECRET": graph.app_secret, "WHATSAPP_VERIFY_TOKEN": "v"}
     proc = await asyncio.create_subprocess_exec(
