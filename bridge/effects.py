@@ -205,11 +205,13 @@ class Effects:
         return None
 
     async def reactions(self, d: Delivery) -> Finish | None:
-        """Bring the bot's reactions on a card to the wanted set; each change is kept at once."""
+        """Bring the bot's reactions on a card to the wanted set; each change is kept at once.
+        An offer a newer one replaced while it waited is not sent."""
         async with self.store.reading() as tx:
+            mine = await tx.outbox_outcome(d.id)
             card = await tx.get_card(d.row["case_id"], d.payload["room"])
             have = await tx.card_reactions(card["event_id"]) if card else {}
-        if card is None:
+        if card is None or (mine is not None and mine["state"] != "pending"):
             return None
         want = [ACTION_REACTIONS[a] for a in d.payload["actions"]]
         for key, event_id in have.items():

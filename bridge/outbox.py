@@ -5,6 +5,12 @@ commit in one transaction; the ``Dispatcher`` then delivers the rows, in order p
 target, retrying transient failures with backoff. A row is marked done only after its
 delivery succeeded, so a crash means "sent again", never "lost"; Matrix sends reuse the
 row id as transaction id so that the homeserver drops the repeat.
+
+Up to ``batch`` deliveries are under way at once, one per target; when one ends the next
+due row starts. The bot's offered reactions and read receipts are background work: they
+start only when nothing else is due (unless a row of another kind waits behind one in its
+target), so a burst of complaints puts every card in Matrix before any offer. A newer
+offer for the same card replaces one not sent yet.
 """
 from __future__ import annotations
 
@@ -50,6 +56,14 @@ MAX_ATTEMPTS = 12
 MAX_BACKOFF = 600.0
 # Nice to have, never worth holding anything up or alerting anyone: a few tries, then dropped.
 BEST_EFFORT = {CHANNEL_READ: 3}
+# Started only when no other row is due (and at most BACKGROUND_SLOTS of them at once): what
+# staff and citizens wait for (cards, threads, notices, messages) never queues behind them,
+# in the dispatcher nor in the homeserver (which writes one room's events one at a time). A
+# background row with a row of another kind behind it in its target is not background.
+BACKGROUND = (MATRIX_REACTIONS, CHANNEL_READ)
+BACKGROUND_SLOTS = 8
+READ_AHEAD_SECONDS = 0.5      # due rows read ahead are taken without reading again for this long
+STOP_GRACE = 2.0              # seconds the deliveries under way get to end when the bridge stops
 
 
 def matrix_target(case_id: int | None, room_key: str) -> str:
@@ -104,8 +118,15 @@ class Outbox:
                                 "attachment": attachment.to_dict(), "caption": caption}, case_id)
 
     async def reactions(self, tx: Tx, case_id: int, room_key: str, keys: list[str]) -> int:
-        return await self._put(tx, MATRIX_REACTIONS, matrix_target(case_id, room_key),
-                               {"room": room_key, "actions": keys}, case_id)
+        """The reactions the bot offers on the case's latest card in that room (``card``: its
+        row). An earlier offer for the same card that is not sent yet is replaced by this
+        one: each delivery brings the card to the wanted set, so only the last one counts."""
+        card = await tx.last_card_row(case_id, room_key)
+        target = matrix_target(case_id, room_key)
+        row_id = await self._put(tx, MATRIX_REACTIONS, target, {"room": room_key, "actions": keys, "card": card},
+                                 case_id)
+        await tx.outbox_supersede(target, row_id, kind=MATRIX_REACTIONS, key="card", value=card, at=self.clock())
+        return row_id
 
     async def transcript(self, tx: Tx, case_id: int, room_key: str) -> int:
         return await self._put(tx, MATRIX_TRANSCRIPT, matrix_target(case_id, room_key),
@@ -178,42 +199,136 @@ Finish = Callable[[Tx], Awaitable[dict[str, Any] | None]]
 
 
 class Dispatcher(Worker):
+    """Delivers due rows with up to ``batch`` deliveries under way, one per target at a time.
+
+    Each delivery runs on its own: when one ends, the next due row starts at once (a slow
+    row holds its own target, never the others). Rows are taken in the order they became
+    due, background rows only when nothing else is due. ``run_once`` is one pass over what
+    is due now (tests, and tools that drive the dispatcher themselves)."""
+
     name = "outbox"
 
     def __init__(self, store: Store, outbox: Outbox, clock: Clock, *, batch: int = 32,
+                 background_slots: int = BACKGROUND_SLOTS,
                  on_dead: Callable[[Row, str], Awaitable[None]] | None = None) -> None:
         super().__init__(outbox.wakeup)
         self.store = store
         self.clock = clock
         self.batch = batch
+        self.background_slots = max(1, min(background_slots, batch))
         self.on_dead = on_dead
         self.handlers: dict[str, Handler] = {}
         self.delivered = 0
         self.failures = 0
-        self._paced_until: float | None = None    # a channel asked us to wait until then (monotonic)
+        self._running: dict[str, tuple[asyncio.Task[bool], str]] = {}   # target → (delivery, kind)
+        self._held: dict[str, float] = {}         # target → until when (monotonic) it waits: its channel's pace
+        self._ahead: list[Row] = []               # foreground rows read ahead, not started yet
+        self._ahead_at = -math.inf
+        self._stopping = False
 
     def register(self, kind: str, handler: Handler) -> None:
         self.handlers[kind] = handler
 
-    async def idle_seconds(self) -> float:
-        """Until the next retry is due (at most 30 s; a new row wakes us sooner)."""
-        if self._paced_until is not None:
-            # Rows are due but their channel's pace says wait: until then, not a busy loop.
-            wait, self._paced_until = self._paced_until - time.monotonic(), None
-            if wait > 0:
-                return min(wait, 30.0)
-        async with self.store.reading() as tx:
-            next_due = await tx.next_outbox_due()
-        if not next_due:
-            return 30.0
-        return min(30.0, max(0.05, (parse_ts(next_due) - self.clock()).total_seconds()))
-
     async def run_once(self) -> int:
         """Deliver the due head row of every target once; returns how many were done."""
         async with self.store.reading() as tx:
-            rows = await tx.due_outbox(self.clock(), self.batch)
+            rows = await tx.due_outbox(self.clock(), self.batch, background=BACKGROUND, part="foreground")
+            if len(rows) < self.batch:
+                rows += await tx.due_outbox(self.clock(), self.batch - len(rows), background=BACKGROUND,
+                                            part="background")
         results = await asyncio.gather(*(self._deliver(r) for r in rows))
         return sum(results)
+
+    # -- the pool --------------------------------------------------------------------
+    async def _run(self) -> None:
+        while not self._stopping:
+            self.wakeup.clear()
+            try:
+                timeout = await self._fill()
+            except Exception:
+                log.exception("%s: reading the due rows failed; retrying shortly", self.name)
+                timeout = 1.0
+            if timeout is None:       # every slot busy: the next delivery to end wakes us
+                await self.wakeup.wait()
+                continue
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def _fill(self) -> float | None:
+        """Start the due rows the free slots allow; how long to sleep unless woken (None:
+        no slot is free; a delivery's end or a new row wakes the loop)."""
+        free = self.batch - len(self._running)
+        if free <= 0:
+            return None
+        now_m = time.monotonic()
+        self._held = {t: until for t, until in self._held.items() if until > now_m}
+        now = self.clock()
+        # Foreground rows: those read ahead last time while there are enough (each is the head
+        # of its target and due, and only this dispatcher changes that), else a new read.
+        if len(self._ahead) < free or now_m - self._ahead_at > READ_AHEAD_SECONDS:
+            async with self.store.reading() as tx:
+                self._ahead = await tx.due_outbox(now, free + self.batch, busy=[*self._running, *self._held],
+                                                  background=BACKGROUND, part="foreground")
+            self._ahead_at = now_m
+        rows, self._ahead = self._ahead[:free], self._ahead[free:]
+        # An offer read ahead may be replaced by a newer one meanwhile: read again when its turn comes.
+        self._ahead = [r for r in self._ahead if r["kind"] != MATRIX_REACTIONS]
+        started = sum(self._start(row) for row in rows)   # on their way before anything more is read
+        if started >= free:
+            return None               # more may be due: the next delivery to end wakes the loop
+        # Nothing else is due: the background rows, as many as BACKGROUND_SLOTS allows.
+        slots = min(free - started,
+                    self.background_slots - sum(kind in BACKGROUND for _, kind in self._running.values()))
+        async with self.store.reading() as tx:
+            rows = await tx.due_outbox(now, slots, busy=[*self._running, *self._held], background=BACKGROUND,
+                                       part="background") if slots > 0 else []
+            next_due = await tx.next_outbox_due(after=now)
+        for row in rows:
+            self._start(row)
+        wait = 30.0
+        if next_due:
+            wait = min(wait, (parse_ts(next_due) - self.clock()).total_seconds())
+        if self._held:
+            wait = min(wait, min(self._held.values()) - time.monotonic())
+        return max(0.005, wait)
+
+    def _start(self, row: Row) -> bool:
+        target = row["target"]
+        if self._stopping or target in self._running:
+            return False
+        task = asyncio.create_task(self._deliver(row), name=f"outbox-{row['id']}")
+        self._running[target] = (task, row["kind"])
+
+        def ended(t: asyncio.Task[bool]) -> None:
+            if self._running.get(target, (None,))[0] is t:
+                del self._running[target]
+            if not t.cancelled() and t.exception() is not None:
+                # Its outcome could not be written (the database): the row stays pending, and
+                # its target rests a second rather than trying again at once.
+                log.error("outbox: row %d (%s) could not be recorded: %r", row["id"], row["kind"], t.exception())
+                self._held[target] = time.monotonic() + 1.0
+            self.wakeup.set()
+        task.add_done_callback(ended)
+        return True
+
+    async def stop(self) -> None:
+        """Take no more rows; what is under way gets STOP_GRACE seconds to end (cut short,
+        a row stays pending: sent again, with the same transaction id, on the next start).
+        The loop ends by itself, never in the middle of a read."""
+        self._stopping = True
+        self.wakeup.set()
+        for tasks in ([self._task] if self._task else [], [t for t, _ in self._running.values()]):
+            if tasks:
+                _, late = await asyncio.wait(tasks, timeout=STOP_GRACE)
+                for t in late:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+        self._running.clear()
+        self._ahead = []
+        self._stopping = False
 
     async def _deliver(self, row: Row) -> bool:
         handler = self.handlers.get(row["kind"])
@@ -222,7 +337,7 @@ class Dispatcher(Worker):
                 raise DeliveryError(f"no handler for {row['kind']}", transient=False)
             finish = await handler(Delivery(row, self.store))
         except NotYet as e:            # the channel's pace: the row stays due, no attempt counted
-            self._paced_until = min(self._paced_until or math.inf, time.monotonic() + e.seconds)
+            self._held[row["target"]] = time.monotonic() + e.seconds     # its target waits that long
             return False
         except DeliveryError as e:
             await self._failed(row, e)

@@ -606,26 +606,29 @@ class Tx:
             kind, target, json.dumps(payload, ensure_ascii=False), case_id, ts(at), ts(at))
 
     async def due_outbox(self, now: datetime, limit: int, *, busy: Sequence[str] = (),
-                         kinds: Sequence[str] | None = None, not_kinds: Sequence[str] = ()) -> list[Row]:
-        """The oldest pending row of each target, where that row is due now and the row its
-        payload names as ``after`` (if any) is pending no more; oldest first. Left out: the
-        ``busy`` targets (being delivered), kinds not in ``kinds`` (when given), ``not_kinds``.
+                         background: Sequence[str] = (), part: str | None = None) -> list[Row]:
+        """The oldest pending row of each target, where that row is due now; the first
+        ``limit`` of them in the order they became due, returned oldest first. Left out: the
+        ``busy`` targets (being delivered). ``part``: only the "background" rows (a kind in
+        ``background`` with no row of another kind waiting behind it in its target), or only
+        the "foreground" ones (all others); None: both.
 
-        Only the pending rows are read (the partial index outbox_due, in id order), never the
-        done ones, and the scan stops at ``limit``."""
+        Only pending rows are read (the partial indexes), never the done ones, and the scan
+        stops at ``limit``."""
+        back = ("(o.kind IN (SELECT value FROM json_each(?3)) AND NOT EXISTS (SELECT 1 FROM outbox l"
+                " WHERE l.state = 'pending' AND l.target = o.target AND l.id > o.id"
+                " AND l.kind NOT IN (SELECT value FROM json_each(?3))))")
+        which = {None: "1", "background": back, "foreground": f"NOT {back}"}[part]
         rows = await self._all(
-            "WITH p AS MATERIALIZED"
-            "   (SELECT id FROM outbox WHERE state = 'pending' AND next_try_at <= ? ORDER BY id)"
+            "WITH p AS MATERIALIZED (SELECT id FROM outbox WHERE state = 'pending' AND next_try_at <= ?1"
+            "                        ORDER BY next_try_at, id)"
             " SELECT o.* FROM p JOIN outbox o ON o.id = p.id"
             " WHERE NOT EXISTS (SELECT 1 FROM outbox e WHERE e.state = 'pending' AND e.target = o.target"
             "                   AND e.id < o.id)"
-            "   AND o.target NOT IN (SELECT value FROM json_each(?))"
-            "   AND (? IS NULL OR o.kind IN (SELECT value FROM json_each(?)))"
-            "   AND o.kind NOT IN (SELECT value FROM json_each(?))"
-            "   AND NOT EXISTS (SELECT 1 FROM outbox a WHERE a.id = json_extract(o.payload, '$.after')"
-            "                   AND a.state = 'pending')"
-            " LIMIT ?", ts(now), json.dumps(list(busy)), None if kinds is None else 1,
-            json.dumps(list(kinds or ())), json.dumps(list(not_kinds)), limit)
+            "   AND o.target NOT IN (SELECT value FROM json_each(?2))"
+            f"  AND {which}"
+            " LIMIT ?4",
+            ts(now), json.dumps(list(busy)), json.dumps(list(background)), limit)
         rows.sort(key=lambda r: r["id"])
         for r in rows:
             r["payload"] = json.loads(r["payload"])
@@ -651,13 +654,14 @@ class Tx:
                               " AND json_extract(payload, '$.room') = ? ORDER BY id DESC LIMIT 1", case_id, room_key)
         return row["id"] if row else None
 
-    async def outbox_supersede(self, target: str, by: int, *, key: str, value: Any, at: datetime) -> int:
-        """The pending rows of ``target`` before row ``by`` whose payload has this ``key`` value
-        are done without being delivered: ``by`` says all they said (and more recently)."""
+    async def outbox_supersede(self, target: str, by: int, *, kind: str, key: str, value: Any,
+                               at: datetime) -> int:
+        """The pending rows of ``kind`` in ``target`` before row ``by`` whose payload has this
+        ``key`` value are done without being delivered: ``by`` says all they said, and later."""
         async with self.db.execute(
             "UPDATE outbox SET state = 'done', done_at = ?, result = json_object('superseded_by', ?)"
-            " WHERE state = 'pending' AND target = ? AND id < ? AND json_extract(payload, ?) IS ?",
-            (ts(at), by, target, by, f"$.{key}", value)) as cur:
+            " WHERE state = 'pending' AND target = ? AND id < ? AND kind = ? AND json_extract(payload, ?) IS ?",
+            (ts(at), by, target, by, kind, f"$.{key}", value)) as cur:
             return cur.rowcount
 
     async def outbox_outcome(self, row_id: int) -> Row | None:
