@@ -66,11 +66,15 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         _owner_only(path)
         writer = await _connect(path)
-        # Deleted and overwritten content is zeroed, not left in free space: a purge
-        # (bridge/retention.py) leaves no copy of what it removed in the file.
-        await writer.execute("PRAGMA secure_delete = ON")
-        await writer.execute("PRAGMA journal_mode = WAL")
-        await _migrate(writer)
+        try:
+            # Deleted and overwritten content is zeroed, not left in free space: a purge
+            # (bridge/retention.py) leaves no copy of what it removed in the file.
+            await writer.execute("PRAGMA secure_delete = ON")
+            await writer.execute("PRAGMA journal_mode = WAL")
+            await _migrate(writer)
+        except BaseException:
+            await writer.close()       # not left to the garbage collector, at a moment of its choosing
+            raise
         reader = await _connect(path)
         return cls(path, writer, reader)
 
@@ -186,9 +190,11 @@ def _owner_only(path: Path) -> None:
     media.mkdir(mode=0o700, exist_ok=True)
     for p, mode in ((path, 0o600), (Path(f"{path}-wal"), 0o600), (Path(f"{path}-shm"), 0o600), (media, 0o700)):
         try:
-            if p.exists() and stat.S_IMODE(p.stat().st_mode) != mode:
+            if stat.S_IMODE(p.stat().st_mode) != mode:
                 p.chmod(mode)
                 log.info("database: %s made readable by its owner only (%o)", p, mode)
+        except FileNotFoundError:      # no such file (yet, or any more: SQLite removes -wal and -shm)
+            pass
         except PermissionError:
             log.warning("database: cannot make %s readable by its owner only: not its owner", p)
 
