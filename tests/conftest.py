@@ -75,3 +75,25 @@ async def make_env(synapse_users: LocalSynapse, graph, tmp_path):
 async def env(make_env):
     """A running bridge (SOP mojokerto) with the admin staff member joined to its room."""
     return await make_env()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):
+    """This worker's own throwaway PostgreSQL (tests/postgres.py), started by the first test
+    that asks for it. Each xdist worker has its own server, as it has its own Synapse: no
+    cross-process locking, and no worker can outlive or stop the other's server. Skipped
+    when Debian's postgresql is missing, except in CI (where .ci/run installs it)."""
+    import os
+    from tests.postgres import PostgresServer, find_bin_dir
+    if find_bin_dir() is None and os.environ.get("CI") != "true":
+        pytest.skip("Debian's postgresql is not installed (.ci/run installs it)")
+    with PostgresServer(tmp_path_factory.mktemp("postgres")) as pg:
+        yield pg
+
+
+@pytest.fixture
+def postgres_db(postgres_server, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database on the worker's PostgreSQL for this test, dropped after it: its URL."""
+    name = postgres_server.unique_name(request.node.name)
+    yield postgres_server.create_database_sync(name)
+    postgres_server.drop_database_sync(name)
