@@ -15,8 +15,8 @@ from typing import Any, Awaitable, Callable
 from bridge import outbox as ob
 from bridge.channels.base import Attachment, Channel, Choice, StatusUpdate
 from bridge import transcript
-from bridge.clock import Clock, parse_ts
-from bridge.errors import DeliveryError
+from bridge.clock import Clock, parse_ts, ts
+from bridge.errors import DeliveryError, NotYet
 from bridge.matrix import MatrixBot
 from bridge.outbox import HELD_PAYLOAD, HOLDABLE, WINDOW_CLOSED, Delivery, Dispatcher, Finish
 from bridge import messages as msgs
@@ -25,6 +25,10 @@ from bridge.store import Row, Store, Tx
 from bridge.workflow import Profile
 
 log = logging.getLogger(__name__)
+
+# A send cut short after it may have reached the service (no answer in time, a crash) is not
+# repeated for this long, while its status, which brings our reference back, may yet come.
+SENT_STATUS_GRACE = 60.0
 
 _MSGTYPES = {"image": "m.image", "sticker": "m.image", "video": "m.video", "audio": "m.audio"}
 _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "application/pdf": ".pdf",
@@ -257,8 +261,9 @@ class Effects:
             if purpose == "rating":
                 return _result(skipped="outside the window: no template is spent on a rating")
             return await self._hold(d, channel)
-        external_id = await channel.send_text(p["address"], p["text"], reply_to=p.get("reply_to"),
-                                              choices=[Choice.from_dict(c) for c in p.get("choices", ())])
+        choices = [Choice.from_dict(c) for c in p.get("choices", ())]
+        external_id = await self._send_once(d, channel, "text", lambda **ref: channel.send_text(
+            p["address"], p["text"], reply_to=p.get("reply_to"), choices=choices, **ref))
 
         async def finish(tx: Tx) -> dict[str, Any]:
             early = await tx.record_delivery(p["channel"], external_id, outbox_id=d.id,
@@ -272,6 +277,36 @@ class Effects:
                     await self.on_status(tx, moved, st)
             return {"external_id": external_id}
         return finish
+
+    async def _send_once(self, d: Delivery, channel: Channel, step: str,
+                         send: Callable[..., Awaitable[str]]) -> str:
+        """``send()`` the row's message, or find that an earlier attempt already did.
+
+        On a channel that echoes our reference (``echoes_ref``), the send carries one
+        (``outbox:<row>:<step>``) and the row notes when it began. An attempt that found no
+        answer (a timeout, a cut connection, a crash of the bridge) leaves that note: the
+        next one looks for a status bringing the reference back and takes its message id,
+        and sends again only when none came within SENT_STATUS_GRACE. Elsewhere (Telegram)
+        such a send is repeated: its API has no way to tell, nor to refuse a repeat."""
+        if not channel.echoes_ref:
+            return await send()
+        ref, began = f"outbox:{d.id}:{step}", f"{step}_began"
+        if d.progress.get(began):
+            async with self.store.reading() as tx:
+                external_id = await tx.sent_by_ref(channel.name, ref)
+            if external_id:
+                log.info("outbox: row %d (%s) was taken by %s before: not sent again", d.id, step, channel.name)
+                return external_id
+            wait = (parse_ts(d.progress[began]) + timedelta(seconds=SENT_STATUS_GRACE) - self.clock())
+            if wait.total_seconds() > 0:
+                raise NotYet(wait.total_seconds())
+        await d.save_progress(**{began: ts(self.clock())})
+        try:
+            return await send(ref=ref)
+        except DeliveryError as e:
+            if e.unsent:                   # surely not taken: nothing to wait for
+                await d.save_progress(**{began: None})
+            raise
 
     async def _outside_window(self, channel: Channel, p: dict[str, Any]) -> bool:
         """Whether the citizen's last message is older than the channel's window (the store's clock)."""
@@ -291,9 +326,9 @@ class Effects:
                                 f"pemohon, dan tidak ada template yang diatur ([{channel.name}.templates])",
                                 transient=False, code=WINDOW_CLOSED)
         if "template_id" not in d.progress:
-            await d.save_progress(template_id=await channel.send_template(
-                p["address"], template.name, template.language, [p.get("ticket") or "-"],
-                button_payload=HELD_PAYLOAD))
+            await d.save_progress(template_id=await self._send_once(d, channel, "template", lambda **ref: (
+                channel.send_template(p["address"], template.name, template.language, [p.get("ticket") or "-"],
+                                      button_payload=HELD_PAYLOAD, **ref))))
         template_id = d.progress["template_id"]
 
         async def finish(tx: Tx) -> dict[str, Any]:

@@ -3,14 +3,20 @@ from __future__ import annotations
 
 
 class DeliveryError(Exception):
-    """A service refused a delivery. ``transient`` ones are retried by the outbox."""
+    """A service refused a delivery. ``transient`` ones are retried by the outbox.
+
+    ``unsent``: the service surely did not take it (it answered with an error, or no
+    connection was made). Otherwise a failed send may have reached it all the same (no
+    answer in time, a connection cut mid-way), which a channel that echoes our reference
+    in its statuses can still find out (``Channel.echoes_ref``)."""
 
     def __init__(self, message: str, *, transient: bool, code: int | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, unsent: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
         self.code = code
         self.retry_after = retry_after
+        self.unsent = unsent
 
 
 class NotYet(Exception):

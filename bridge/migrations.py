@@ -385,3 +385,13 @@ async def retention(db: aiosqlite.Connection) -> None:
                     WHERE o.key IS n.key AND o.type IS n.type AND o.value IS n.value))))
         BEGIN SELECT RAISE(ABORT, 'case_events is append-only (a purged case''s events may only lose personal data)'); END;
     """)
+
+
+@upgrade(9)
+async def sent_refs(db: aiosqlite.Connection) -> None:
+    await run_script(db, """
+    -- The reference we gave a send (biz_opaque_callback_data), as its status brings it back:
+    -- a send cut short (a timeout, a crash) whose status comes is found taken, not sent again.
+    ALTER TABLE early_statuses ADD COLUMN ref TEXT;
+    CREATE INDEX early_statuses_ref ON early_statuses (channel, ref) WHERE ref IS NOT NULL;
+    """)

@@ -765,10 +765,17 @@ class Tx:
                 "SELECT 1 AS x FROM deliveries WHERE channel = ? AND external_id = ?", st.channel, st.external_id):
             # Earlier than its row (the send has not returned yet): keep it for record_delivery.
             await self.db.execute(
-                "INSERT INTO early_statuses (channel, external_id, status, at, error_code, error_title)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (st.channel, st.external_id, st.status, ts(st.at), st.error_code, st.error_title))
+                "INSERT INTO early_statuses (channel, external_id, status, at, error_code, error_title, ref)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (st.channel, st.external_id, st.status, ts(st.at), st.error_code, st.error_title, st.ref))
         return moved
+
+    async def sent_by_ref(self, channel: str, ref: str) -> str | None:
+        """The id of the message the channel took with our reference ``ref``, as a status
+        that came before its row tells (None: no such status yet)."""
+        row = await self._one("SELECT external_id FROM early_statuses WHERE channel = ? AND ref = ?"
+                              " ORDER BY at LIMIT 1", channel, ref)
+        return row["external_id"] if row else None
 
     async def delivery_of(self, outbox_id: int) -> Row | None:
         return await self._one("SELECT * FROM deliveries WHERE outbox_id = ?", outbox_id)

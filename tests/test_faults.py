@@ -6,6 +6,7 @@ channel services (the local fakes), which fail on request.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections import Counter
 from datetime import datetime
@@ -180,6 +181,61 @@ async def test_a_permanent_bot_api_refusal_stops_and_shows_in_the_thread(make_en
                              and "chat not found" in body(s), what="the refusal in the thread")
     row = await ticket_row(env)
     assert (row["state"], row["attempts"]) == ("dead", 1)        # not tried again
+
+
+# -- a send cut off after the service took it -------------------------------------------------------
+def a_ticket_reply(body: dict) -> bool:
+    return "ADU-" in str(body) and "status" not in body
+
+
+async def test_a_send_cut_off_after_the_graph_api_took_it_is_not_sent_again(make_env) -> None:
+    """Injected: the Graph API takes the ticket reply and closes the connection before it
+    answers. Observed: the row fails as transient and keeps the note that its send began;
+    Meta's 'sent' status brings back the reference the send carried
+    (biz_opaque_callback_data), and the retry takes that message's id instead of sending
+    again: one ticket reply, its delivery recorded."""
+    clock = FakeClock(MONDAY)
+    env = await make_env(clock=clock)
+    env.graph.status_webhook_url, env.graph.report_sent = env.webhook_url, True
+    env.graph.cut_answer_next(a_ticket_reply)
+    card = await complaint(env, "6281234500411", "KTP-el saya hilang")
+    row = await until(lambda: _failed_once(env), what="the cut-off send failing")
+    assert "ServerDisconnected" in row["last_error"] and json.loads(row["progress"])["text_began"]
+    (taken,) = [r for r in env.graph.sent if a_ticket_reply(r["body"])]
+    assert taken["body"]["biz_opaque_callback_data"] == f"outbox:{row['id']}:text"
+    await env.graph.settle()                     # its 'sent' status is in
+    clock.advance(seconds=2)                     # the retry's backoff
+    env.bridge.outbox.wake()
+    done = await until(lambda: _done(env), what="the row finished by the status")
+    assert [r["id"] for r in env.graph.sent if a_ticket_reply(r["body"])] == [taken["id"]]
+    assert card.ticket in taken["body"]["text"]["body"]
+    assert json.loads(done["result"])["external_id"] == taken["id"]
+    async with env.bridge.store.reading() as tx:
+        delivery = await tx.delivery_of(done["id"])
+    assert (delivery["external_id"], delivery["status"]) == (taken["id"], "sent")
+
+
+async def test_without_its_status_a_cut_off_send_goes_again_after_the_grace(make_env) -> None:
+    """Injected: as above, but no status ever comes (report_sent off). Observed: before the
+    grace the row is not sent again (the dispatcher is driven by hand, the clock stands
+    still); once the clock passes it, the reply goes a second time: a duplicate rather
+    than a citizen without their ticket."""
+    from bridge.effects import SENT_STATUS_GRACE
+    clock = FakeClock(MONDAY)
+    env = await make_env(clock=clock)
+    env.graph.cut_answer_next(a_ticket_reply)
+    await complaint(env, "6281234500412", "KTP-el saya hilang")
+    await until(lambda: _failed_once(env), what="the cut-off send failing")
+    dispatcher = env.bridge.dispatcher
+    await dispatcher.stop()                               # driven by hand from here
+    clock.advance(seconds=SENT_STATUS_GRACE - 1)
+    await dispatcher.run_once()                           # waits for the status: no send, no attempt
+    assert len([r for r in env.graph.sent if a_ticket_reply(r["body"])]) == 1
+    assert (await ticket_row(env))["attempts"] == 1
+    clock.advance(seconds=1)
+    await dispatcher.run_once()
+    assert len([r for r in env.graph.sent if a_ticket_reply(r["body"])]) == 2
+    assert (await ticket_row(env))["state"] == "done"
 
 
 # -- no answer, nobody listening ---------------------------------------------------------------

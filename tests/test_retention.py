@@ -78,6 +78,7 @@ class FakeWhatsApp:
 
     name = "whatsapp"
     window_hours = None
+    echoes_ref = False
     templates: dict[str, Any] = {}
 
     def __init__(self) -> None:

@@ -118,6 +118,7 @@ class StatusUpdate:
     recipient: str | None = None
     error_code: int | None = None
     error_title: str | None = None
+    ref: str | None = None         # ours, given with the send (channels with echoes_ref)
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,10 @@ class Channel(abc.ABC):
     reports_delivery = True
     # True: the citizen sees that we read their message (mark_read does something).
     marks_read = False
+    # True: send_text and send_template take ``ref=`` (a string of ours), and the service
+    # gives it back in the statuses of that message (StatusUpdate.ref): so a send whose
+    # answer never came (a timeout, a crash) is found taken, not sent again.
+    echoes_ref = False
     # Files larger than this cannot be fetched through the service (None: no such limit).
     max_download_bytes: int | None = None
     # Hours after the citizen's last message in which free text may be sent (WhatsApp's
@@ -266,7 +271,8 @@ class Channel(abc.ABC):
     async def send_text(self, address: str, text: str, *, reply_to: str | None = None,
                         choices: Sequence[Choice] = ()) -> str:
         """Send a text to a citizen, with ``choices`` to tap where the channel can show
-        them (else as a numbered list in the text); return the channel's id for it."""
+        them (else as a numbered list in the text); return the channel's id for it.
+        A channel with ``echoes_ref`` also takes ``ref=`` (see there)."""
 
     async def send_template(self, address: str, name: str, language: str, params: Sequence[str],
                             button_payload: str | None = None) -> str:

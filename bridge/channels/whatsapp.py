@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 NAME = "whatsapp"
 MAX_TEXT = 4096
 INTERACTIVE_BODY_MAX = 1024
+REF_MAX = 512                   # biz_opaque_callback_data: up to 512 characters
 MEDIA_TYPES = ("image", "document", "audio", "video", "sticker")
 
 # Graph error codes (API-NOTES.md): back off and retry, or give up.
@@ -271,7 +272,13 @@ def _status(s: Any) -> StatusUpdate:
     return StatusUpdate(channel=NAME, external_id=str(s["id"]), status=str(s["status"]),
                         at=_time(s.get("timestamp")), recipient=s.get("recipient_id"),
                         error_code=err.get("code"),
-                        error_title=err.get("title") or err.get("message"))
+                        error_title=err.get("title") or err.get("message"),
+                        ref=_ref(s.get("biz_opaque_callback_data")))
+
+
+def _ref(value: Any) -> str | None:
+    # Ours, given back: only a string we could have written counts.
+    return value if isinstance(value, str) and 0 < len(value) <= REF_MAX else None
 
 
 class WhatsAppChannel(base.Channel):
@@ -285,6 +292,7 @@ class WhatsAppChannel(base.Channel):
     def __init__(self, *, graph_url: str, api_version: str, phone_number_id: str, token: str,
                  app_secret: str, verify_token: str, session: aiohttp.ClientSession | None = None,
                  templates: dict[str, Any] | None = None, request_timeout: float = 30.0) -> None:
+    echoes_ref = True                  # biz_opaque_callback_data comes back in the statuses
         self.templates = dict(templates or {})
         self.base = f"{graph_url.rstrip('/')}/{api_version}"
         self.phone_number_id = phone_number_id
@@ -383,14 +391,14 @@ class WhatsAppChannel(base.Channel):
 
     # -- outbound --------------------------------------------------------------------
     async def send_text(self, address: str, text: str, *, reply_to: str | None = None,
-                        choices: Sequence[base.Choice] = ()) -> str:
+                        choices: Sequence[base.Choice] = (), ref: str | None = None) -> str:
         body = self._to(address) | _message_body(text, choices)
         if reply_to:
             body["context"] = {"message_id": reply_to}
-        return await self._send(body)
+        return await self._send(body, ref)
 
     async def send_template(self, address: str, name: str, language: str, params: Sequence[str],
-                            button_payload: str | None = None) -> str:
+                            button_payload: str | None = None, ref: str | None = None) -> str:
         components: list[dict[str, Any]] = []
         if params:
             components.append({"type": "body", "parameters": [{"type": "text", "text": p} for p in params]})
@@ -400,7 +408,7 @@ class WhatsAppChannel(base.Channel):
         template: dict[str, Any] = {"name": name, "language": {"code": language}}
         if components:
             template["components"] = components
-        return await self._send(self._to(address) | {"type": "template", "template": template})
+        return await self._send(self._to(address) | {"type": "template", "template": template}, ref)
 
     @staticmethod
     def _to(address: str) -> dict[str, Any]:
@@ -408,7 +416,9 @@ class WhatsAppChannel(base.Channel):
         key = "recipient" if _BSUID.fullmatch(address) else "to"
         return {"messaging_product": "whatsapp", "recipient_type": "individual", key: normalize_msisdn(address)}
 
-    async def _send(self, body: dict[str, Any]) -> str:
+    async def _send(self, body: dict[str, Any], ref: str | None) -> str:
+        if ref:
+            body["biz_opaque_callback_data"] = ref
         answer = await self._request("POST", f"{self.base}/{self.phone_number_id}/messages", json=body)
         try:
             return str(answer["messages"][0]["id"])
@@ -464,6 +474,8 @@ class WhatsAppChannel(base.Channel):
         except asyncio.TimeoutError:
             raise DeliveryError(f"whatsapp: no answer within {self.request_timeout:g}s", transient=True) from None
 
+        except aiohttp.ClientConnectorError as e:       # no connection: nothing was sent
+            raise DeliveryError(f"whatsapp: {e.__class__.__name__}: {e}", transient=True, unsent=True) from e
 
 def _message_body(text: str, choices: Sequence[base.Choice]) -> dict[str, Any]:
     """A text, or an interactive message when the choices fit WhatsApp's limits: up to three
@@ -504,5 +516,6 @@ def _graph_error(status: int, data: dict[str, Any], retry_after: str | None) -> 
             delay = None
     if delay is None and code in _RATE_LIMITED:
         delay = 60.0
-    return DeliveryError(text, transient=transient, code=code, retry_after=delay)
+    # An error answer: the message was not taken.
+    return DeliveryError(text, transient=transient, code=code, retry_after=delay, unsent=True)
 

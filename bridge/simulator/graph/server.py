@@ -10,7 +10,10 @@ It keeps what Meta keeps beyond a single request: the approved message templates
 (``templates=``, :meth:`FakeGraph.approve_template`) and, by its own clock, when each
 citizen last wrote (:mod:`.window`): a free-form send outside the 24-hour window is
 accepted, then a ``failed`` status with error 131047 is posted to
-``status_webhook_url`` in the background.
+``status_webhook_url`` in the background. With ``report_sent``, every accepted message
+gets a ``sent`` status there too. Statuses carry the send's ``biz_opaque_callback_data``
+back, and a post that fails is tried again for ``retry_statuses_for`` seconds (Meta
+retries for days; 0, the default, posts once).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class SentRecord(TypedDict):
 
 
 class PostedStatus(TypedDict):
-    """One status webhook the fake posted on its own (a 131047 refusal)."""
+    """One status webhook the fake posted on its own (a 131047 refusal, a ``sent``)."""
 
     url: str
     payload: dict[str, Any]  # the notification, as built
@@ -110,6 +113,8 @@ class FakeGraph(Webhooks):
         templates: Mapping[str, Mapping[str, Any]] | None = None,
         status_webhook_url: str | None = None,
         enforce_window: bool = True,
+        report_sent: bool = False,
+        retry_statuses_for: float = 0.0,
     ) -> None:
         super().__init__(
             app_secret=app_secret,
@@ -130,6 +135,8 @@ class FakeGraph(Webhooks):
         # Where Meta posts statuses: the bridge's webhook URL. None: refusals are recorded
         # in window_refusals but no status is posted.
         self.status_webhook_url = status_webhook_url
+        self.report_sent = report_sent              # post a "sent" status for each accepted message
+        self.retry_statuses_for = retry_statuses_for  # seconds a failed status post is tried again
         self.windows = CustomerWindows()
         self.window_refusals: list[SentRecord] = []  # accepted sends the window refuses
         self.posted_statuses: list[PostedStatus] = []  # status webhooks the fake posted itself
@@ -142,6 +149,7 @@ class FakeGraph(Webhooks):
         self._media: dict[str, _Media] = {}
         self._download_tokens: dict[str, str] = {}  # token -> media id
         self._failures: list[_PendingFailure] = []
+        self._cuts: list[Callable[[dict[str, Any]], bool]] = []   # see cut_answer_next
         self._sent_changed = asyncio.Condition()
         self.listeners: list[Callable[[SentRecord], None]] = []   # called with each accepted send
         # Awaited after a message send is recorded and before it is answered: a test posts a
@@ -269,10 +277,21 @@ class FakeGraph(Webhooks):
             # Accepted all the same, as Meta does; the refusal comes as a status, after the answer.
             self.window_refusals.append(record)
             log.info("fake Graph: %s is outside the 24-hour window of %s: failed status follows", wamid, to)
-            if self.status_webhook_url is not None:
-                await response.prepare(request)
-                await response.write_eof()
-                self._spawn(self._post_refusal(self.status_webhook_url, record, to))
+        cut = self._take_cut(body)
+        if self.status_webhook_url is not None and (refused or self.report_sent):
+            if not cut:
+                try:
+                    await response.prepare(request)
+                    await response.write_eof()
+                except ConnectionError:    # the sender is gone: the message was taken all the same
+                    log.info("fake Graph: %s taken, its sender gone before the answer", wamid)
+            self._spawn(self._post_status(self.status_webhook_url, record, to, refused=refused))
+        if cut:
+            # Taken, and the connection closes before any answer: the sender cannot know.
+            log.info("fake Graph: %s taken, the answer cut off", wamid)
+            assert request.transport is not None
+            request.transport.close()
+            raise asyncio.CancelledError
         return response
 
     async def _media_info(self, request: web.Request) -> web.Response:
@@ -352,17 +371,29 @@ class FakeGraph(Webhooks):
             wa_id = to
         return wa_id, user_id
 
-    async def _post_refusal(self, url: str, record: SentRecord, to: str) -> None:
+    async def _post_status(self, url: str, record: SentRecord, to: str, *, refused: bool) -> None:
+        """The status Meta posts after an accepted send: ``failed`` (131047) outside the
+        window, else ``sent``; tried again while ``retry_statuses_for`` allows."""
         assert record["id"] is not None
         wa_id, user_id = self._recipient_ids(to)
-        error = self.status_error(RE_ENGAGEMENT_CODE, RE_ENGAGEMENT_TITLE, details=RE_ENGAGEMENT_DETAILS)
-        payload = self.status(record["id"], "failed", wa_id, recipient_user_id=user_id, errors=[error])
+        errors = [self.status_error(RE_ENGAGEMENT_CODE, RE_ENGAGEMENT_TITLE, details=RE_ENGAGEMENT_DETAILS)]
+        payload = self.status(record["id"], "failed" if refused else "sent", wa_id, recipient_user_id=user_id,
+                              errors=errors if refused else None,
+                              biz_opaque_callback_data=record["body"].get("biz_opaque_callback_data"))
         posted: PostedStatus = {"url": url, "payload": payload, "status": None, "answer": None}
-        try:
-            posted["status"], posted["answer"] = await self.post_webhook(url, payload)
-        except Exception as exc:  # the bridge may be down: Meta would retry, we only log
-            posted["answer"] = repr(exc)
-            log.warning("fake Graph: failed status for %s not posted to %s: %r", record["id"], url, exc)
+        loop = asyncio.get_running_loop()
+        give_up, pause = loop.time() + self.retry_statuses_for, 0.25
+        while True:
+            try:
+                posted["status"], posted["answer"] = await self.post_webhook(url, payload)
+            except Exception as exc:  # the bridge may be down
+                posted["status"], posted["answer"] = None, repr(exc)
+            if posted["status"] == 200 or loop.time() + pause > give_up:
+                break
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+        if posted["status"] != 200:
+            log.warning("fake Graph: status for %s not posted to %s: %s", record["id"], url, posted["answer"])
         self.posted_statuses.append(posted)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -542,6 +573,19 @@ class FakeGraph(Webhooks):
         if count < 1:
             raise ValueError("count must be at least 1")
         self._failures.append(_PendingFailure(count, status, code, message, details, retry_after, match))
+
+    def cut_answer_next(self, match: Callable[[dict[str, Any]], bool] | None = None) -> None:
+        """Take the next valid message send (``match``: the next such send for which it
+        holds), record it as sent, and close the connection without answering: the bridge
+        cannot know whether it was taken. Its statuses follow as for any other send."""
+        self._cuts.append(match or (lambda body: True))
+
+    def _take_cut(self, body: dict[str, Any]) -> bool:
+        for match in self._cuts:
+            if match(body):
+                self._cuts.remove(match)
+                return True
+        return False
 
     def _take_failure(self, body: dict[str, Any]) -> GraphError | None:
         for failure in self._failures:

@@ -403,11 +403,13 @@ class Webhooks:
         recipient_user_id: str | None = None,
         errors: list[dict[str, Any]] | None = None,
         timestamp: int | None = None,
+        biz_opaque_callback_data: str | None = None,
     ) -> dict[str, Any]:
         """A notification carrying one status update for a message we sent.
 
         ``recipient_id`` is the citizen's number; for a user known only by BSUID pass
         ``None`` and ``recipient_user_id`` (a status may carry both).
+        ``biz_opaque_callback_data``: what the send carried in that field, given back.
         """
         if status not in STATUS_VALUES:
             raise ValueError(f"status must be one of {', '.join(STATUS_VALUES)}, not {status!r}")
@@ -421,6 +423,8 @@ class Webhooks:
             entry["recipient_user_id"] = recipient_user_id
         if errors is not None:
             entry["errors"] = errors
+        if biz_opaque_callback_data is not None:
+            entry["biz_opaque_callback_data"] = biz_opaque_callback_data
         return self.notification(statuses=[entry])
 
     @staticmethod
