@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable
 from bridge import messages as msgs
 from bridge.channels import registry
 from bridge.channels.base import InboundMessage, StatusUpdate
-from bridge.clock import Clock, parse_ts
+from bridge.clock import Clock
 from bridge.outbox import HOLDABLE, WINDOW_CLOSED, Outbox
 from bridge.privacy import mask_nik
 from bridge.store import Row, Tx
@@ -163,7 +163,7 @@ class Cases:
         """The wait for the citizen ends: the clocks run again with the working time they had left."""
         now = self.clock()
         await tx.update_case(case["id"], state="open", waiting_since=None,
-                             **self._resumed(case, parse_ts(case["waiting_since"]), now))
+                             **self._resumed(case, case["waiting_since"], now))
         await self._schedule(tx, case["id"])
         await tx.add_event(case["id"], at=now, actor=actor, kind=kind, from_step=case["step"],
                            to_step=case["step"], note=note)
@@ -235,7 +235,7 @@ class Cases:
         out: dict[str, Any] = {}
         for key in ("step_warn_at", "step_due_at", "warn_at", "due_at"):
             if case[key]:
-                left = self.calendar.between(since, parse_ts(case[key]))
+                left = self.calendar.between(since, case[key])
                 if left > 0:
                     out[key] = self.calendar.add(now, left)
         return out
@@ -485,7 +485,7 @@ def next_alert_at(policy: SlaPolicy, case: Row) -> datetime | None:
     """When the next warning, breach or reminder of an open case is due (None: none)."""
     if case["state"] != "open" or case["answer_sent_at"]:
         return None
-    times = [policy.next_alert(case[level], parse_ts(case[warn]), parse_ts(case[due]))
+    times = [policy.next_alert(case[level], case[warn], case[due])
              for level, warn, due in (("step_alerts", "step_warn_at", "step_due_at"),
                                       ("total_alerts", "warn_at", "due_at"))
              if case[due]]

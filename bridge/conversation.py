@@ -24,7 +24,7 @@ from bridge import aduan
 from bridge.cases import Cases, Complaint, too_big_limit
 from bridge.channels import base as K
 from bridge.channels.base import Choice, InboundMessage
-from bridge.clock import Clock, parse_ts
+from bridge.clock import Clock
 from bridge.config import CitizenSettings
 from bridge.messages import describe_attachments, local_day_time, size
 from bridge.outbox import HELD_PAYLOAD, Outbox
@@ -370,7 +370,7 @@ class Conversation:
                 await self._say(tx, citizen, msg, Reply(self.texts.render("status_none")))
                 return
         lines = [self.texts.render("status_case", ticket=c["ticket"], stage=self.stage(c),
-                                   due=local_day_time(parse_ts(c["due_at"])) if c["due_at"] else "-")
+                                   due=local_day_time(c["due_at"]) if c["due_at"] else "-")
                  for c in cases]
         await self._say(tx, citizen, msg, Reply("\n\n".join(lines)))
 

@@ -312,7 +312,7 @@ class Effects:
         """Whether the citizen's last message is older than the channel's window (the store's clock)."""
         async with self.store.reading() as tx:
             citizen = await tx.citizen_by_address(p["channel"], p["address"])
-        last = parse_ts(citizen["last_inbound_at"]) if citizen and citizen["last_inbound_at"] else None
+        last = citizen["last_inbound_at"] if citizen and citizen["last_inbound_at"] else None
         return last is None or self.clock() - last > timedelta(hours=channel.window_hours or 0)
 
     async def _hold(self, d: Delivery, channel: Channel) -> Finish:

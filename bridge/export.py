@@ -22,7 +22,6 @@ from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
-from bridge.clock import parse_ts
 from bridge.channels import registry
 from bridge.messages import STATE_NAMES
 from bridge.store import Row, Store, Tx
@@ -120,8 +119,8 @@ async def month_rows(tx: Tx, profile: Profile, calendar: WorkCalendar, month: st
     return rows
 
 
-def _local(text: str, calendar: WorkCalendar) -> datetime:
-    return parse_ts(text).astimezone(calendar.tz).replace(tzinfo=None)
+def _local(at: datetime, calendar: WorkCalendar) -> datetime:
+    return at.astimezone(calendar.tz).replace(tzinfo=None)
 
 
 def _header(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None) -> list[str]:

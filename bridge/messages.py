@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Iterable
 from zoneinfo import ZoneInfo
 
 from bridge.channels.base import Attachment, InboundMessage
-from bridge.clock import parse_ts
 from bridge.channels import registry
 from bridge.privacy import mask_nik
 from bridge.workflow import OUTCOME_REJECTED, OUTCOME_UNDELIVERABLE
@@ -154,14 +153,14 @@ def case_card(*, case: Row, citizen: Row, step: "Step", text: str, attachments: 
     found = NIK_LINE.search(text or "")
     nik = case.get("nik") or (found.group(1) if found else None)
     text = mask_nik(text) if text else "(tanpa teks)"
-    opened = local_time(parse_ts(case["opened_at"]))
-    due = local_time(parse_ts(case["due_at"])) if case["due_at"] else "-"
-    step_due = local_time(parse_ts(case["step_due_at"]), date=False) if case["step_due_at"] else "-"
+    opened = local_time(case["opened_at"])
+    due = local_time(case["due_at"]) if case["due_at"] else "-"
+    step_due = local_time(case["step_due_at"], date=False) if case["step_due_at"] else "-"
     head = "Pengaduan diteruskan" if escalated else "Pengaduan baru"
     rows: list[CardRow] = [("Pemohon", citizen_line(case, citizen, via, admin), None),
                            ("Diterima", f"{opened} · selesai paling lambat {due}", None)]
     if case["state"] == "closed":
-        rows.append(("Selesai", f"{case['outcome'] or '-'} · {local_time(parse_ts(case['closed_at']))}", None))
+        rows.append(("Selesai", f"{case['outcome'] or '-'} · {local_time(case['closed_at'])}", None))
     elif elsewhere is not None:
         rows.append(("Sekarang", elsewhere[0], elsewhere[1]))
     else:
@@ -248,7 +247,7 @@ def citizen_followup(message: InboundMessage, name: str | None, note: str | None
 def earlier_messages(events: list["Row"]) -> Rich:
     """The citizen's messages so far, under a case's new card (the staff there did not see them)."""
     head = "💬 Pesan pemohon sebelumnya:"
-    lines = [f"{local_time(parse_ts(e['at']), date=False)}: {mask_nik(e['note'])}" for e in events]
+    lines = [f"{local_time(e['at'], date=False)}: {mask_nik(e['note'])}" for e in events]
     return Rich("\n".join([head, *lines]),
                 f"<b>{esc(head)}</b><ul>" + "".join(f"<li>{multiline(line)}</li>" for line in lines) + "</ul>")
 
@@ -318,7 +317,7 @@ def who(actor: str, role: str | None) -> str:
 
 def history_line(e: "Row", step_names: dict[str, str] | None = None) -> str:
     """One entry of the audit trail; ``step_names`` shows steps by their SOP names."""
-    when = local_time(parse_ts(e["at"]))
+    when = local_time(e["at"])
     names = step_names or {}
     to = names.get(e["to_step"], e["to_step"])
     if e["kind"] in CLOSING_OUTCOMES:     # to the last step, but not "Jawaban diterima pemohon"
@@ -427,8 +426,8 @@ def case_status(case: "Row", step: "Step") -> Rich:
     lines = [f"Status {case['ticket']}: {state}" + (f" ({case['outcome']})" if case["outcome"] else ""),
              f"Langkah: {step.name} ({ROLE_NAMES.get(step.role, step.role)})",
              f"Penanggung jawab: {case['assignee'] or '-'}",
-             f"Tenggat langkah: {local_time(parse_ts(case['step_due_at'])) if case['step_due_at'] else '-'}",
-             f"Tenggat total: {local_time(parse_ts(case['due_at'])) if case['due_at'] else '-'}",
+             f"Tenggat langkah: {local_time(case['step_due_at']) if case['step_due_at'] else '-'}",
+             f"Tenggat total: {local_time(case['due_at']) if case['due_at'] else '-'}",
              "Konsep jawaban: " + ("ada" if case["answer_draft"] else "belum ada")
              + (f", diparaf {case['approved_by']}" if case["approved_at"] else ""),
              *([f"Nomor agenda: {case['agenda_number']}"] if case["agenda_number"] else [])]
@@ -440,7 +439,7 @@ def case_list(room_key: str, cases: list["Row"], profile: Any) -> Rich:
         return Rich("Tidak ada kasus terbuka di ruang ini.", "Tidak ada kasus terbuka di ruang ini.")
     lines = [f"Kasus terbuka ({len(cases)}):"]
     for c in cases:
-        due = local_time(parse_ts(c["step_due_at"]), date=False) if c["step_due_at"] else "-"
+        due = local_time(c["step_due_at"], date=False) if c["step_due_at"] else "-"
         lines.append(f"{c['ticket']} · {profile.step(c['step']).name} · tenggat {due}"
                      + (" · menunggu pemohon" if c["state"] == "waiting" else ""))
     return Rich("\n".join(lines), "<br>".join(esc(line) for line in lines))
@@ -456,7 +455,7 @@ def sla_alert(*, case: "Row", step: "Step", scope: str, level: int, late_minutes
     """A warning (level 1), a breach (2) or a reminder (3+) about a step or the whole case."""
     what = (f"langkah \"{step.name}\" ({ROLE_NAMES.get(step.role, step.role)}, {duration(step.minutes)})"
             if scope == "step" else f"waktu penyelesaian total ({duration(total_minutes)})")
-    due = parse_ts(case["step_due_at"] if scope == "step" else case["due_at"])
+    due = case["step_due_at"] if scope == "step" else case["due_at"]
     if level == 1:
         head = f"⏳ Peringatan SLA {case['ticket']}: {what} berakhir {local_time(due, date=False)}."
     else:

@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
 from bridge.channels.base import Attachment, Choice
-from bridge.clock import Clock, parse_ts
+from bridge.clock import Clock
 from bridge.errors import DeliveryError, NotYet
 from bridge.store import Row, Store, Tx
 from bridge.worker import Worker
@@ -289,7 +289,7 @@ class Dispatcher(Worker):
             self._start(row)
         wait = 30.0
         if next_due:
-            wait = min(wait, (parse_ts(next_due) - self.clock()).total_seconds())
+            wait = min(wait, (next_due - self.clock()).total_seconds())
         if self._held:
             wait = min(wait, min(self._held.values()) - time.monotonic())
         return max(0.005, wait)

@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 from bridge.channels import registry
-from bridge.clock import parse_ts
 from bridge.messages import ROLE_NAMES, STATE_NAMES, history_line, local_time
 from bridge.store import Row, Store, Tx
 from bridge.workflow import Profile
@@ -196,8 +195,8 @@ def _remove(path: Path, report: Purged) -> None:
 
 async def purged_text(tx: Tx, case: Row, profile: Profile | None) -> str:
     """``main.py case`` for a purged case: that it was purged and when, and what stayed."""
-    def when(text: str | None) -> str:
-        return local_time(parse_ts(text)) if text else "-"
+    def when(at: datetime | None) -> str:
+        return local_time(at) if at else "-"
     steps = {s.id: s for s in profile.steps} if profile else {}
     step = steps.get(case["step"])
     out = [f"TRANSKRIP PENGADUAN {case['ticket']}", "",

@@ -16,7 +16,7 @@ import nio
 
 from bridge import messages as msgs
 from bridge.cases import Cases, view
-from bridge.clock import Clock, parse_ts
+from bridge.clock import Clock
 from bridge.matrix import MatrixBot
 from bridge.outbox import CARD_TICKET, Outbox
 from bridge.messages import ACTION_REACTIONS
@@ -277,9 +277,9 @@ class StaffContext:
         def clock(case: Row, due_key: str) -> tuple[datetime | None, float | None, bool]:
             if not case[due_key]:
                 return None, None, False
-            due = parse_ts(case[due_key])
+            due = case[due_key]
             paused = case["state"] == "waiting"
-            return due, cal.between(parse_ts(case["waiting_since"]) if paused else now, due), paused
+            return due, cal.between(case["waiting_since"] if paused else now, due), paused
 
         if self.case is not None:
             c = self.case

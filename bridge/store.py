@@ -4,7 +4,8 @@ Two connections: one writer (every transaction, ``BEGIN IMMEDIATE`` under a lock
 there is one writer as SQLite wants) and one reader (WAL lets it read committed data
 while a write is under way). Callers use ``async with store.transaction() as tx`` or
 ``async with store.reading() as tx`` and call the query methods of ``Tx``; nothing above
-this module knows which database it talks to. Neither context nests in one task (each
+this module knows which database it talks to. Rows come back as dicts of typed values:
+times are aware datetimes (stored as text in the fixed-width UTC form of bridge.clock.ts). Neither context nests in one task (each
 holds its lock): finish one before opening the next.
 """
 from __future__ import annotations
@@ -267,8 +268,24 @@ def _in_one_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connecti
     return result
 
 
-def _row(r: aiosqlite.Row | None) -> Row | None:
-    return dict(r) if r is not None else None
+# Times are stored as text (bridge.clock.ts: UTC, fixed width, so text order is time order)
+# and cross this module's boundary as aware datetimes: every column named "at", "*_at" or
+# "waiting_since" (and any result column so named) is read back as one.
+def _is_time(column: str) -> bool:
+    return column == "at" or column.endswith("_at") or column == "waiting_since"
+
+
+def _rows(description: Sequence[tuple[Any, ...]], rows: Sequence[Sequence[Any]]) -> list[Row]:
+    columns = [d[0] for d in description]
+    times = [i for i, c in enumerate(columns) if _is_time(c)]
+    out = []
+    for r in rows:
+        values = list(r)
+        for i in times:
+            if values[i] is not None:
+                values[i] = parse_ts(values[i])
+        out.append(dict(zip(columns, values)))
+    return out
 
 
 class Tx:
@@ -279,11 +296,12 @@ class Tx:
 
     async def _one(self, sql: str, *args: Any) -> Row | None:
         async with self.db.execute(sql, args) as cur:
-            return _row(await cur.fetchone())
+            row = await cur.fetchone()
+            return _rows(cur.description, [row])[0] if row is not None else None
 
     async def _all(self, sql: str, *args: Any) -> list[Row]:
         async with self.db.execute(sql, args) as cur:
-            return [dict(r) for r in await cur.fetchall()]
+            return _rows(cur.description, await cur.fetchall())
 
     async def _insert(self, sql: str, *args: Any) -> int:
         async with self.db.execute(sql, args) as cur:
@@ -314,7 +332,7 @@ class Tx:
     async def get_cursor(self, channel: str) -> tuple[str, datetime] | None:
         """The stored position and when it was stored."""
         row = await self._one("SELECT position, updated_at FROM channel_cursors WHERE channel = ?", channel)
-        return (row["position"], parse_ts(row["updated_at"])) if row else None
+        return (row["position"], row["updated_at"]) if row else None
 
     async def pending_inbound(self, limit: int = 100) -> list[tuple[int, InboundMessage]]:
         rows = await self._all(
@@ -438,10 +456,10 @@ class Tx:
             r["data"] = json.loads(r["data"])
         return rows
 
-    async def end_conversation_if(self, citizen_id: int, updated_at: str) -> bool:
+    async def end_conversation_if(self, citizen_id: int, updated_at: datetime) -> bool:
         """End a conversation unless it moved since ``updated_at`` (the expiry's claim)."""
         async with self.db.execute("DELETE FROM conversations WHERE citizen_id = ? AND updated_at = ?",
-                                   (citizen_id, updated_at)) as cur:
+                                   (citizen_id, ts(updated_at))) as cur:
             return cur.rowcount == 1
 
     # -- messages waiting for the 24-hour window ---------------------------------------
@@ -645,14 +663,14 @@ class Tx:
         row = await self._one("SELECT payload FROM outbox WHERE id = ?", row_id)
         return json.loads(row["payload"]) if row else None
 
-    async def next_outbox_due(self, after: datetime | None = None) -> str | None:
+    async def next_outbox_due(self, after: datetime | None = None) -> datetime | None:
         """When the first pending row is due (``after``: the first one due later than that)."""
         if after is None:
-            row = await self._one("SELECT min(next_try_at) AS t FROM outbox WHERE state = 'pending'")
+            row = await self._one("SELECT min(next_try_at) AS next_try_at FROM outbox WHERE state = 'pending'")
         else:
-            row = await self._one("SELECT min(next_try_at) AS t FROM outbox WHERE state = 'pending'"
+            row = await self._one("SELECT min(next_try_at) AS next_try_at FROM outbox WHERE state = 'pending'"
                                   " AND next_try_at > ?", ts(after))
-        return row["t"]
+        return row["next_try_at"]
 
     async def last_card_row(self, case_id: int, room_key: str) -> int | None:
         """The outbox row of the case's latest card in that room (posted or not yet)."""
@@ -732,7 +750,7 @@ class Tx:
         rows = await self._all("DELETE FROM early_statuses WHERE channel = ? AND external_id = ? RETURNING *",
                                channel, external_id)
         early = [StatusUpdate(channel=r["channel"], external_id=r["external_id"], status=r["status"],
-                              at=parse_ts(r["at"]), error_code=r["error_code"], error_title=r["error_title"])
+                              at=r["at"], error_code=r["error_code"], error_title=r["error_title"])
                  for r in rows]
         return sorted(early, key=lambda st: STATUS_ORDER.get(st.status, 0))
 

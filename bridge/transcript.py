@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.channels.base import InboundMessage
-from bridge.clock import parse_ts
 from bridge.channels import registry
 from bridge.messages import (DELIVERY_NAMES, ROLE_NAMES, STATE_NAMES, describe_attachments,
                              esc, history_line, local_time, multiline)
@@ -55,7 +54,7 @@ async def build(tx: Tx, case_id: int, *, reveal_contact: bool = False, profile: 
     lines = [_citizen_line(m, citizen["name"]) for _, m in await tx.case_messages(case_id)]
     for r in await tx.case_replies(case_id):
         if r["done_at"]:
-            lines.append(Line(parse_ts(r["done_at"]), "Dinas (sistem)", r["payload"]["text"],
+            lines.append(Line(r["done_at"], "Dinas (sistem)", r["payload"]["text"],
                               DELIVERY_NAMES.get(r["status"] or "", r["status"] or "")))
     lines.sort(key=lambda line: line.at)
     return Record(case["ticket"], case, citizen, lines, await tx.case_events(case_id), reveal_contact, profile)
@@ -101,7 +100,7 @@ def _facts(r: Record) -> list[tuple[str, str]]:
     facts = [
         ("Nomor tiket", r.ticket),
         ("Pemohon", f"{r.citizen['name'] or '-'} ({via} {address})" if address else f"{r.citizen['name'] or '-'} ({via})"),
-        ("Diterima", local_time(parse_ts(c["opened_at"]))),
+        ("Diterima", local_time(c["opened_at"])),
         ("Status", STATE_NAMES[c["state"]]
          + (f" ({c['outcome']})" if c["outcome"] else "")),
         ("Langkah", _step(r)),
@@ -109,10 +108,10 @@ def _facts(r: Record) -> list[tuple[str, str]]:
     if c["category"]:
         facts.append(("Layanan", c["category"]))
     if c["closed_at"]:
-        facts.append(("Ditutup", local_time(parse_ts(c["closed_at"]))))
+        facts.append(("Ditutup", local_time(c["closed_at"])))
     if c["approved_at"]:
         facts.append(("Paraf", f"{c['approved_by']} ({ROLE_NAMES.get(c['approved_role'], c['approved_role'])}), "
-                               f"{local_time(parse_ts(c['approved_at']))}"))
+                               f"{local_time(c['approved_at'])}"))
     if c["agenda_number"]:
         facts.append(("Nomor agenda", c["agenda_number"]))
     if c["answer_draft"]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bridge import messages as msgs
-from bridge.clock import Clock, parse_ts
+from bridge.clock import Clock
 from bridge.outbox import Outbox
 from bridge.store import Row, Store, Tx
 from bridge.workflow import Profile
@@ -121,7 +121,7 @@ def step_durations(events: list[Row], calendar: WorkCalendar, start: datetime,
     for evs in by_case.values():
         step, entered, waited, wait_from = None, None, 0.0, None
         for e in evs:
-            at = parse_ts(e["at"])
+            at = e["at"]
             if e["kind"] == "ask":
                 wait_from = at
             elif e["kind"] == "citizen_answered" and wait_from is not None:
@@ -155,7 +155,7 @@ def render(d: Digest, profile: Profile) -> msgs.Rich:
     if d.oldest:
         lines.append("Kasus terbuka tertua:")
         for c in d.oldest:
-            lines.append(f"  · {c['ticket']} sejak {msgs.local_time(parse_ts(c['opened_at']))} "
+            lines.append(f"  · {c['ticket']} sejak {msgs.local_time(c['opened_at'])} "
                          f"({profile.step(c['step']).name})")
     return msgs.Rich("\n".join(lines), "<br>".join(msgs.esc(line).replace("  ", "&nbsp;&nbsp;") for line in lines))
 

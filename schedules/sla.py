@@ -12,7 +12,7 @@ import logging
 
 from bridge import messages as msgs
 from bridge.cases import Cases, next_alert_at
-from bridge.clock import Clock, parse_ts
+from bridge.clock import Clock
 from bridge.outbox import Outbox
 from bridge.store import Row, Store, Tx
 
@@ -54,8 +54,8 @@ class SlaCheck:
         for scope, level_key, warn_key, due_key in SCOPES:
             if not case[due_key]:
                 continue
-            due_at = parse_ts(case[due_key])
-            level = self.policy.level(now, parse_ts(case[warn_key]), due_at)
+            due_at = case[due_key]
+            level = self.policy.level(now, case[warn_key], due_at)
             if level > case[level_key] and await tx.raise_alert_level(case_id, scope, case[level_key], level):
                 await self._alert(tx, case, scope, level, due_at, now)
                 sent += 1

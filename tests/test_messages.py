@@ -10,7 +10,7 @@ from bridge.workflow import PROFILES
 
 load_all()
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
-CASE = {"ticket": "ADU-2026-000007", "channel": "whatsapp", "opened_at": T0.isoformat(), "due_at": None,
+CASE = {"ticket": "ADU-2026-000007", "channel": "whatsapp", "opened_at": T0, "due_at": None,
         "step_due_at": None, "category": None, "answer_draft": None, "agenda_number": None, "step": "draf",
         "state": "open", "outcome": None, "closed_at": None}
 CITIZEN = {"name": "Siti Aminah", "address": "6281234567890"}
@@ -42,7 +42,7 @@ def test_an_answer_that_would_not_fit_one_message_says_how_much_to_cut() -> None
 
 
 def _event(i: int) -> dict:
-    return {"at": (T0 + timedelta(minutes=i)).isoformat(), "kind": "note", "actor": "@admin:dinas",
+    return {"at": T0 + timedelta(minutes=i), "kind": "note", "actor": "@admin:dinas",
             "role": "admin", "from_step": "draf", "to_step": "draf", "note": f"catatan {i} " + "x" * 400,
             "data": None}
 

@@ -515,7 +515,7 @@ async def test_the_job_runs_at_its_time_by_the_injected_clock(office: Office) ->
 
 async def test_the_period_counts_from_the_close(office: Office) -> None:
     o = office
-    closed = datetime.fromisoformat((await o.case(o.tickets["siti"]))["closed_at"])
+    closed = (await o.case(o.tickets["siti"]))["closed_at"]
     job = RetentionJob(o.store, o.media_dir, 730, o.clock)
     o.clock.set(closed + timedelta(days=730, minutes=-1))
     assert (await job.run()).tickets == []
@@ -551,7 +551,7 @@ async def test_the_bridge_purges_a_closed_case_at_its_time(make_env) -> None:
 
     job = env.bridge.schedules.scheduler.get_job("retention")
     assert job.trigger.get_next_fire_time(None, clock()) == at("2026-11-24 02:00")   # 02:00 office time
-    clock.set(datetime.fromisoformat(closed["closed_at"]) + timedelta(days=730, hours=12))
+    clock.set(closed["closed_at"] + timedelta(days=730, hours=12))
     job.modify(next_run_time=datetime.now(timezone.utc))     # its time has come: APScheduler fires it
 
     async def purged() -> bool:
