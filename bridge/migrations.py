@@ -395,3 +395,18 @@ async def sent_refs(db: aiosqlite.Connection) -> None:
     ALTER TABLE early_statuses ADD COLUMN ref TEXT;
     CREATE INDEX early_statuses_ref ON early_statuses (channel, ref) WHERE ref IS NOT NULL;
     """)
+
+
+@upgrade(10)
+async def leases(db: aiosqlite.Connection) -> None:
+    await run_script(db, """
+    -- Work that one process at a time does (the Matrix sync, a channel's polling), when
+    -- several bridge processes share a database: held until expires_at, renewed by its
+    -- holder, taken over by another once it has expired (its holder died).
+    CREATE TABLE leases (
+        name        TEXT PRIMARY KEY,
+        holder      TEXT NOT NULL,
+        taken_at    TEXT NOT NULL,
+        expires_at  TEXT NOT NULL
+    );
+    """)

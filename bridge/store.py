@@ -18,7 +18,7 @@ import os
 import sqlite3
 import stat
 from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Sequence, TypeVar
@@ -737,6 +737,27 @@ class Tx:
         counts = {"pending": 0, "dead": 0}
         counts.update({r["state"]: r["n"] for r in rows})
         return counts
+
+    # -- leases: work one process at a time does ----------------------------------------
+    async def take_lease(self, name: str, holder: str, *, now: datetime, seconds: float) -> bool:
+        """Hold ``name`` until ``now + seconds``: taken when nobody holds it or its holder let
+        it expire, renewed when ``holder`` holds it already. True: ``holder`` holds it now."""
+        row = await self._one(
+            "INSERT INTO leases (name, holder, taken_at, expires_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,"
+            " taken_at = CASE WHEN leases.holder = excluded.holder THEN leases.taken_at ELSE excluded.taken_at END"
+            " WHERE leases.holder = excluded.holder OR leases.expires_at <= ?"
+            " RETURNING holder", name, holder, ts(now), ts(now + timedelta(seconds=seconds)), ts(now))
+        return row is not None
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        """Let go of ``name`` at once (a clean stop), if ``holder`` holds it."""
+        async with self.db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder)) as cur:
+            return cur.rowcount == 1
+
+    async def lease(self, name: str) -> Row | None:
+        """Who holds ``name``, since when, until when (None: nobody ever did, or let go)."""
+        return await self._one("SELECT * FROM leases WHERE name = ?", name)
 
     # -- deliveries ------------------------------------------------------------------
     async def record_delivery(self, channel: str, external_id: str, *, outbox_id: int | None,

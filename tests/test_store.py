@@ -220,3 +220,33 @@ async def test_a_nested_reading_or_transaction_fails_at_once_instead_of_waiting_
                 assert await tx._one("SELECT 1 AS one") == {"one": 1}
     finally:
         await store.close()
+
+
+async def test_a_lease_is_held_by_one_process_renewed_and_taken_over_once_it_expires(tmp_path: Path) -> None:
+    """Two stores on one database file play two bridge processes; the times are given."""
+    a = await Store.open(tmp_path / "db.sqlite")
+    b = await Store.open(tmp_path / "db.sqlite")
+
+    async def take(store: Store, who: str, at: float) -> bool:
+        async with store.transaction() as tx:
+            return await tx.take_lease("matrix.sync", who, now=T0 + timedelta(seconds=at), seconds=30)
+    try:
+        assert await take(a, "A", 0) and not await take(b, "B", 10)
+        assert await take(a, "A", 20)                       # renewed: now until 50
+        assert not await take(b, "B", 45)
+        assert await take(b, "B", 50)                       # A stopped renewing: B takes over
+        assert not await take(a, "A", 55)                   # and A knows it lost it
+        async with b.reading() as tx:
+            held = await tx.lease("matrix.sync")
+        assert (held["holder"], held["taken_at"], held["expires_at"]) == (
+            "B", T0 + timedelta(seconds=50), T0 + timedelta(seconds=80))
+        async with a.transaction() as tx:
+            assert not await tx.release_lease("matrix.sync", "A")   # not A's to release
+        async with b.transaction() as tx:
+            assert await tx.release_lease("matrix.sync", "B")       # a clean stop lets go at once
+        # Both at the same moment: exactly one gets it.
+        won = await asyncio.gather(take(a, "A", 60), take(b, "B", 60))
+        assert sorted(won) == [False, True]
+    finally:
+        await a.close()
+        await b.close()
