@@ -286,13 +286,13 @@ class WhatsAppChannel(base.Channel):
     title = "WhatsApp"
     secrets = SECRETS
     marks_read = True
+    echoes_ref = True                  # biz_opaque_callback_data comes back in the statuses
     enabled_by_default = True          # the first channel: configs before the registry have no "enabled"
     window_hours = 24.0
 
     def __init__(self, *, graph_url: str, api_version: str, phone_number_id: str, token: str,
                  app_secret: str, verify_token: str, session: aiohttp.ClientSession | None = None,
                  templates: dict[str, Any] | None = None, request_timeout: float = 30.0) -> None:
-    echoes_ref = True                  # biz_opaque_callback_data comes back in the statuses
         self.templates = dict(templates or {})
         self.base = f"{graph_url.rstrip('/')}/{api_version}"
         self.phone_number_id = phone_number_id
