@@ -58,6 +58,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from bridge.homeserver import _read_from, _size   # a log file read from where the last read ended
+
 __all__ = ["PostgresError", "PostgresServer", "find_bin_dir"]
 
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
@@ -432,17 +434,3 @@ def _is_bind_error(output: str) -> bool:
     return "could not bind" in output or "Address already in use" in output
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _read_from(path: Path, offset: int) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
