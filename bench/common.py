@@ -180,6 +180,28 @@ def busy_neighbours(before: dict[int, tuple[float, str]], seconds: float) -> tup
     return total / max(seconds, 1e-9), [f"{cmd[:70]} ({u:.0f} CPU s)" for u, cmd in used[:3] if u >= 1]
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds used so far by each thread of a process (its main thread's id is ``pid``)."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        st = _stat(f"{pid}/task/{tid}")
+        if st is not None:
+            out[int(tid)] = st[1]
+    return out
+
+
+def cpu_split(pid: int, before: dict[int, float], seconds: float) -> tuple[float, float]:
+    """Since ``before`` (thread_cpu): (the main thread's share of one core, the other threads')."""
+    after = thread_cpu(pid)
+    main = after.get(pid, 0.0) - before.get(pid, 0.0)
+    rest = sum(cpu - before.get(tid, 0.0) for tid, cpu in after.items() if tid != pid)
+    return main / max(seconds, 1e-9), rest / max(seconds, 1e-9)
+
+
 def rss_of(pid: int) -> dict[str, float]:
     """VmHWM (peak) and VmRSS of a process, in MB."""
     out = {}

@@ -19,7 +19,7 @@ from typing import Any
 
 from bench import spy
 from bench.common import (BENCH, PY, Proc, Row, bridge_config, bridge_proc, complaint_text, db_count, fmt_ratio,
-                          ms, ratio, rss_of)
+                          ms, ratio, rss_of, thread_cpu, cpu_split)
 
 CONNECTIONS = 32
 LUA = r"""
@@ -126,6 +126,12 @@ async def sqlite_ceiling(work: Path, count: int) -> tuple[float, float]:
     return hopping, direct
 
 
+def per_request(cpu: tuple[float, float], res: dict[str, Any]) -> str:
+    """CPU time a request took, µs: the event loop thread's + the other threads'."""
+    n = max(res["requests"], 1) / (res["duration_us"] / 1e6)
+    return f"{cpu[0] / n * 1e6:.0f} + {cpu[1] / n * 1e6:.0f} µs"
+
+
 async def run(ctx: Any) -> list[Row]:
     seconds = 3 if ctx.quick else 10
     count = 3_000 if ctx.quick else 150_000        # more than the bridge can take in `seconds`
@@ -142,7 +148,9 @@ async def run(ctx: Any) -> list[Row]:
     bare = Proc([PY, str(BENCH / "bare_proc.py")], work / "bare.log")
     await bare.wait_ready()
     try:
+        cpu0 = thread_cpu(bare.pid)
         base = await wrk(bare.ready["url"], bodies, lua, seconds)
+        base_cpu = cpu_split(bare.pid, cpu0, base["duration_us"] / 1e6)
         base_rss = rss_of(bare.pid)
     finally:
         bare.stop()
@@ -154,7 +162,9 @@ async def run(ctx: Any) -> list[Row]:
     db = Path(spec["data"]["database"]["path"])
     profile = spy.start(ctx, bridge.pid, "ingest", seconds)
     try:
+        cpu0 = thread_cpu(bridge.pid)
         res = await wrk(bridge.ready["url"], bodies, lua, seconds)
+        cpu = cpu_split(bridge.pid, cpu0, res["duration_us"] / 1e6)
         spy.stop(ctx, profile, "ingest")
         rss = rss_of(bridge.pid)
         like = f"wamid.BENCH{run_id}%"
@@ -167,7 +177,9 @@ async def run(ctx: Any) -> list[Row]:
     finally:
         bridge.stop()
     ctx.log(f"ingest: bridge {res['rate']:.0f}/s p99 {res['p99_us'] / 1000:.1f} ms; stored {stored} of {res['ok']} "
-            f"answered 200")
+            f"answered 200; CPU: event loop thread {cpu[0]:.0%}, other threads {cpu[1]:.0%} "
+            f"(bare: {base_cpu[0]:.0%}, {base_cpu[1]:.0%}); a request: {per_request(cpu, res)} "
+            f"(bare: {per_request(base_cpu, base)})")
 
     unique_ok = min(res["ok"], count)
     # Answered 200 → stored; in flight when wrk stopped may be stored without wrk counting it.
@@ -179,7 +191,9 @@ async def run(ctx: Any) -> list[Row]:
     rows = [
         Row("Ingest", f"webhooks a second (wrk -t1 -c{CONNECTIONS}, {seconds} s)", f"{res['rate']:,.0f}/s",
             f"{base['rate']:,.0f}/s", fmt_ratio(r), "≥ 0.35×", r is not None and r >= 0.35,
-            f"errors {errors}" if errors else ""),
+            (f"errors {errors}; " if errors else "") + f"CPU during wrk (share of one core): the bridge's event loop "
+            f"thread {cpu[0]:.0%}, its other threads (aiosqlite's, where SQLite runs) {cpu[1]:.0%}; the bare handler's "
+            f"{base_cpu[0]:.0%}"),
         Row("Ingest", "p99 latency", ms(res["p99_us"] / 1e6), ms(base["p99_us"] / 1e6),
             fmt_ratio(ratio(res["p99_us"], base["p99_us"])), "< 10 ms", res["p99_us"] < 10_000,
             f"p50 {ms(res['p50_us'] / 1e6)} vs {ms(base['p50_us'] / 1e6)}"),

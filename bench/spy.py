@@ -31,8 +31,11 @@ def start(ctx: Any, pid: int, name: str, seconds: int) -> tuple[subprocess.Popen
     if not ctx.profile or not exe or not pid:
         return None
     out = ctx.profile / f"{name}.txt"
+    # $PY_SPY_ARGS replaces the sampling options, e.g. "--gil" (only the thread holding the GIL,
+    # the process paused for each sample: exact stacks, a slower bridge).
+    opts = os.environ.get("PY_SPY_ARGS", "--nonblocking").split()
     proc = subprocess.Popen([exe, "record", "-p", str(pid), "-o", str(out), "-d", str(seconds), "-r", "200",
-                             "--format", "raw", "--nonblocking"],
+                             "--format", "raw", *opts],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc, out
 
