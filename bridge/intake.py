@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
@@ -40,6 +41,68 @@ RETRY_SECONDS = 1.0        # a failed message is tried again this soon (MAX_ATTE
 CROWD = 4
 LULL = 0.05
 CROWD_WAIT = 5.0           # under a flood that does not ebb, a message every 5 s still
+LOG_EVERY = 1.0            # seconds: what the webhooks stored is logged at most a line this often
+
+
+class _StoredLog:
+    """What the webhooks stored, in the log: at most a line a second, however many came.
+
+    A line a message (its masking, and its write to stderr, during which the GIL goes to
+    SQLite's thread) took a third of the event loop's time a webhook under load. The first
+    commit after a quiet second is logged at once; the commits of the next ``LOG_EVERY``
+    seconds are added up and logged together when it ends, and so on while they keep
+    coming. A single message is named by channel, kind, the end of its id and the sender's
+    masked address (as every message is at DEBUG); more by their number and kinds. A message
+    seen before (a service's retry, rare) still has a line of its own.
+    """
+
+    def __init__(self) -> None:
+        self._timer: asyncio.TimerHandle | None = None
+        self._new: list[InboundMessage] = []            # the first new message of the period
+        self._kinds: Counter[str] = Counter()
+        self._stored = self._commits = 0
+
+    def add(self, items: Sequence[tuple[InboundMessage, datetime]], stored: set[tuple[str, str]]) -> None:
+        debug = log.isEnabledFor(logging.DEBUG)
+        for m, _ in items:
+            if (m.channel, m.external_id) not in stored:
+                log.info("intake: %s seen before, ignored", _one(m))
+                continue
+            self._stored += 1
+            self._kinds[f"{m.channel} {m.kind}"] += 1
+            if not self._new:
+                self._new.append(m)
+            if debug:
+                log.debug("intake: stored %s", _one(m))
+        self._commits += 1
+        if self._timer is None:
+            self._flush()
+
+    def _flush(self, again: bool = True) -> None:
+        self._timer = None
+        if not self._commits:
+            return                     # a quiet period: the next commit is logged at once
+        if self._stored == 1:
+            log.info("intake: stored %s", _one(self._new[0]))
+        elif self._stored:
+            kinds = ", ".join(f"{k} {n:,}" for k, n in self._kinds.items())
+            took = f"in {self._commits:,} transactions" if self._commits > 1 else "in one transaction"
+            log.info("intake: stored %s messages %s (%s)", f"{self._stored:,}", took, kinds)
+        self._new.clear()
+        self._kinds.clear()
+        self._stored = self._commits = 0
+        if again:
+            self._timer = asyncio.get_running_loop().call_later(LOG_EVERY, self._flush)
+
+    def close(self) -> None:
+        """Log what is counted now (the bridge is stopping)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._flush(again=False)
+
+
+def _one(m: InboundMessage) -> str:
+    return f"{m.channel} {m.kind} {m.external_id[-12:]} from {mask_address(m.channel, m.address)}"
 
 
 @dataclass
@@ -68,6 +131,7 @@ class Intake(Worker):
         self._committer: asyncio.Task[None] | None = None
         self._crowd_committing = 0                    # rounds of CROWD or more being committed now
         self._crowded_until = 0.0                     # loop time: until then the worker gives way
+        self._stored_log = _StoredLog()
 
     async def idle_seconds(self) -> float:
         return RETRY_SECONDS if self._retrying else 30.0
@@ -76,6 +140,7 @@ class Intake(Worker):
         await super().stop()
         if self._committer is not None:      # what was accepted is committed before the store closes
             await asyncio.wait([self._committer])
+        self._stored_log.close()
 
     # -- the sink --------------------------------------------------------------------
     async def accept(self, messages: Sequence[InboundMessage], statuses: Sequence[StatusUpdate],
@@ -109,7 +174,7 @@ class Intake(Worker):
                 crowd = len(batch) >= CROWD
                 self._crowd_committing += crowd
                 try:
-                    await self._store_arrivals(batch)
+                    items, stored = await self._store_arrivals(batch)
                 except BaseException as e:
                     for a in batch:
                         if not a.stored.done():                  # its caller may have gone (cancelled)
@@ -125,21 +190,23 @@ class Intake(Worker):
                 for a in batch:
                     if not a.stored.done():
                         a.stored.set_result(None)
-                if any(a.messages for a in batch):
+                if items:
+                    self._stored_log.add(items, stored)
                     self.wake()
                 if any(a.statuses for a in batch):
                     self.outbox.wake()
         finally:
             self._committer = None
 
-    async def _store_arrivals(self, batch: Sequence[_Arrival]) -> None:
+    async def _store_arrivals(self, batch: Sequence[_Arrival]
+                              ) -> tuple[list[tuple[InboundMessage, datetime]], set[tuple[str, str]]]:
         """One transaction for what ``accept`` was given by each arrival of ``batch``.
 
         Messages alone (every WhatsApp webhook with a message) are the common case: the
         store makes their whole transaction in one hop to its thread
         (``Store.insert_inbound``). With a cursor or statuses it is an ordinary transaction:
         the messages (one hop), then each cursor and status in arrival order, as one accept
-        after the other would have.
+        after the other would have. Returns the messages and the keys of those stored now.
         """
         items = [(m, a.at) for a in batch for m in a.messages]
         if not any(a.statuses or a.cursor for a in batch):
@@ -158,9 +225,7 @@ class Intake(Worker):
                         moved = await tx.apply_status(st)
                         if moved:
                             await self.cases.delivery_moved(tx, moved, st)
-        for m, _ in items:
-            if (m.channel, m.external_id) not in stored:
-                log.info("intake: %s %s seen before, ignored", m.channel, m.external_id[-12:])
+        return items, stored
 
     async def cursor(self, channel: str) -> tuple[str, datetime] | None:
         async with self.store.reading() as tx:

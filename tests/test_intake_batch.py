@@ -8,6 +8,8 @@ polling channel's cursor commits with its messages.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +21,7 @@ from bridge import store as store_mod
 from bridge.channels.base import InboundMessage, StatusUpdate
 from bridge.intake import Intake
 from bridge.outbox import Outbox
+from bridge.privacy import mask_phone
 from bridge.store import Store, Tx
 from tests.harness import FakeClock
 
@@ -317,3 +320,26 @@ async def test_a_round_of_webhooks_is_one_hop_and_waits_for_another_process_off_
         other.close()
     assert 0.25 <= waited < 3 and ticks >= 15                      # waited on the thread, not on the loop
     assert "wamid.busy" in stored_ids(store) and committed(store, "SELECT count(*) FROM channel_cursors") == [(1,)]
+
+
+async def test_what_the_webhooks_stored_is_logged_in_a_line_not_a_line_a_message(store: Store, intake: Intake,
+                                                                                    caplog) -> None:
+    """A message alone is named (its sender masked); a crowd of webhooks is counted in one
+    line, whether its commits were logged at once or added up until the period ended."""
+    flood = [msg(f"wamid.flood{i}") for i in range(30)]
+    with caplog.at_level(logging.INFO, logger="bridge.intake"):
+        await intake.accept([msg("wamid.one")], [])
+        async with WriteLockHeld(store):
+            tasks = [asyncio.create_task(intake.accept([m], [])) for m in flood]
+            await settle()
+        await asyncio.gather(*tasks)
+        await intake.accept([msg("wamid.one")], [])                 # Meta's retry: seen before
+        intake._stored_log.close()                                  # the bridge stops: what is counted is logged
+    lines = [r.getMessage() for r in caplog.records if r.name == "bridge.intake"]
+    one = msg("wamid.one")
+    assert len(lines) == 3, lines
+    assert lines[0] == f"intake: stored whatsapp text wamid.one from {mask_phone(one.address)}"
+    assert f"intake: whatsapp text wamid.one from {mask_phone(one.address)} seen before, ignored" in lines
+    assert any(re.fullmatch(r"intake: stored 30 messages in (one transaction|\d+ transactions) \(whatsapp text 30\)",
+                            line) for line in lines), lines
+    assert not any(m.address in line for m in (one, *flood) for line in lines)
