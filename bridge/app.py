@@ -104,8 +104,8 @@ class Bridge:
         await self.schedules.start()
         self._started.append(self.schedules)
 
-        routes = [r for ch in self.channels.values() for r in ch.routes()] + self.extra_routes
         self.metrics = Metrics(self)
+        routes = [self.metrics.timed(r) for ch in self.channels.values() for r in ch.routes()] + self.extra_routes
         self.http = HttpServer(make_app(routes, self.health, self.metrics), s.http.host, s.http.port)
         await self.http.start()
         self._started.append(self.http)

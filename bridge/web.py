@@ -13,8 +13,7 @@ HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 
 def make_app(routes: list[web.RouteDef], health: HealthCheck, metrics: Any = None) -> web.Application:
     """The bridge's app: /healthz (503 when the bridge cannot work), /metrics, the channels' routes."""
-    app = web.Application(client_max_size=8 * 1024 * 1024,
-                          middlewares=[metrics.middleware] if metrics else [])
+    app = web.Application(client_max_size=8 * 1024 * 1024)
 
     async def healthz(request: web.Request) -> web.Response:
         status = await health()

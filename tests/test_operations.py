@@ -68,3 +68,12 @@ def test_json_logs_carry_no_phone_number_or_nik(capsys) -> None:
     record = json.loads(line)
     assert record["level"] == "INFO" and record["logger"] == "bridge.test"
     assert "6281234567890" not in line and "3402124501900003" not in line and "340212******0003" in line
+
+
+def test_the_webhook_histogram_counts_each_answer_in_its_bucket() -> None:
+    from bridge.metrics import Latency
+    latency = Latency((0.005, 0.01, 5))
+    for seconds in (0.001, 0.005, 0.007, 10):                   # a value on a bound is in it (le)
+        latency.observe(seconds)
+    assert latency.cumulative() == [("0.005", 2), ("0.01", 3), ("5.0", 3), ("+Inf", 4)]
+    assert latency.sum == 0.001 + 0.005 + 0.007 + 10
