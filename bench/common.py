@@ -44,6 +44,29 @@ BOUNDED = nio.AsyncClientConfig(max_timeouts=3, max_limit_exceeded=3, request_ti
 SYNC_FILTER = {"room": {"timeline": {"limit": 200}}, "presence": {"not_types": ["*"]}}
 
 
+# -- a card, as the bridge posts it ------------------------------------------------------
+CARD_MARK = "bm-burst-0"
+# A card as the bridge posts it for a complaint (bridge/messages.py: card), its marker replaced per send
+# (bench/card_cost.py; the burst when the card phase did not run).
+CARD: dict[str, Any] = {
+    "msgtype": "m.text",
+    "body": "📨 Pengaduan baru ADU-2026-000001\nPemohon: Siti Aminah · WhatsApp 6287900000000\n"
+            "Diterima: 30-11-2026 11:55 WIB · selesai paling lambat 30-11-2026 13:55 WIB\n"
+            "Langkah: Verifikasi pengaduan (Admin WA), tenggat 12:10\nNIK: 3402124501900003\nLayanan: Lainnya\n\n"
+            f"KTP-el belum jadi sejak 3 bulan ({CARD_MARK})\n\nRiwayat:\n"
+            "30-11-2026 11:55 WIB Pengaduan diterima oleh sistem: Pengaduan diterima lewat WhatsApp",
+    "format": "org.matrix.custom.html",
+    "formatted_body": "<h4>📨 Pengaduan baru <code>ADU-2026-000001</code></h4><p><b>Pemohon:</b> Siti Aminah · "
+                      "WhatsApp 6287900000000<br><b>Diterima:</b> 30-11-2026 11:55 WIB · selesai paling lambat "
+                      "30-11-2026 13:55 WIB<br><b>Langkah:</b> Verifikasi pengaduan (Admin WA), tenggat 12:10<br>"
+                      "<b>NIK:</b> 3402124501900003<br><b>Layanan:</b> Lainnya</p><blockquote>KTP-el belum jadi "
+                      f"sejak 3 bulan ({CARD_MARK})</blockquote><p><b>Riwayat:</b></p><ol><li>30-11-2026 11:55 WIB "
+                      "Pengaduan diterima oleh sistem: Pengaduan diterima lewat WhatsApp</li></ol>",
+    "m.mentions": {},
+    "id.pengaduan.ticket": "ADU-2026-000001",
+}
+
+
 # -- the table ----------------------------------------------------------------------------
 @dataclass
 class Row:

@@ -5,21 +5,26 @@ the fake Graph API (in this process: it is the outside world, like the homeserve
 staff are real Matrix clients here that sync in a loop and time each event's arrival
 (common.Watcher). The baseline of each measure is the same clients doing the Matrix part
 alone: a second device of the bot's account sends a message, or sees a reaction, directly.
+For the cards there are two: a short message, and the same card's content (what the
+homeserver does with a card of about 1 KB, without the bridge).
 """
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import re
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import aiohttp
+import nio
 
 from bench import spy
-from bench.common import (BOT, STAFF, Proc, Row, Seen, Watcher, body_of, bridge_config, bridge_proc,
-                          complaint_text, db_count, fmt_ratio, is_card, marker_of, median, ms, pct, ratio,
-                          secs, thread_root, until, user_id)
+from bench.common import (BOT, CARD, CARD_MARK, STAFF, Proc, Row, Seen, Watcher, body_of, bridge_config,
+                          bridge_proc, complaint_text, db_count, fmt_ratio, is_card, marker_of, median, ms, pct,
+                          ratio, secs, thread_root, until, user_id)
 
 TICKET = re.compile(r"ADU-\d{4}-\d{6}")
 
@@ -135,14 +140,30 @@ def marked(room: str, marker: str) -> Callable[[Seen], bool]:
     return lambda s: s.room_id == room and marker_of(s) == marker
 
 
-def two_rows(section: str, what: str, bridge: list[float], base: list[float], target: float,
+def card_copy(content: dict[str, Any], marker: str, new_marker: str) -> dict[str, Any]:
+    """A card's content (as the bridge sent it) with ``new_marker`` for ``marker``: what a
+    client sends to post the same card itself."""
+    out = copy.deepcopy(content)
+    out.pop("m.relates_to", None)
+    for key in ("body", "formatted_body"):
+        if isinstance(out.get(key), str):
+            out[key] = out[key].replace(f"({marker})", f"({new_marker})")
+    return out
+
+
+def two_rows(section: str, what: str, bridge: list[float], bases: list[tuple[str, list[float]]], target: float,
              note: str = "") -> list[Row]:
+    """Median and p95 of ``bridge`` against each of ``bases`` (label, samples), each judged
+    by ``target``."""
     rows = []
     for label, p in (("median", 50), ("p95", 95)):
-        b, d = pct(bridge, p) if p != 50 else median(bridge), pct(base, p) if p != 50 else median(base)
-        r = ratio(b, d)
-        rows.append(Row(section, f"{what}, {label} (n={len(bridge)})", ms(b), ms(d), fmt_ratio(r), f"≤ {target}×",
-                        None if r is None else r <= target, note if p == 50 else ""))
+        b = median(bridge) if p == 50 else pct(bridge, p)
+        for i, (against, base) in enumerate(bases):
+            d = median(base) if p == 50 else pct(base, p)
+            r = ratio(b, d)
+            rows.append(Row(section, f"{what}, {label} (n={len(bridge)}), against {against}", ms(b), ms(d),
+                            fmt_ratio(r), f"≤ {target}×", None if r is None else r <= target,
+                            note if p == 50 and i == 0 else ""))
     return rows
 
 
@@ -153,7 +174,8 @@ async def card(ctx: Any) -> list[Row]:
     end = time.monotonic() + budget
     lab = await Lab(ctx, "card").open()
     bridge_s: list[float] = []
-    direct_s: list[float] = []
+    short_s: list[float] = []
+    same_s: list[float] = []
     unsettled = 0
     try:
         admin, room, observer = lab.staff["admin"], lab.rooms["admin"], lab.observer
@@ -169,22 +191,37 @@ async def card(ctx: Any) -> list[Row]:
                 raise RuntimeError(f"webhook answered {status}")
             seen = await until(seen_card, 30, f"the card {marker}")
             unsettled += not await lab.settled()
+            # Baseline 1: a short message from the bot's second device.
             direct = f"bm-direct-{i}"
             seen_direct = admin.expect(marked(room, direct))
             t1 = time.perf_counter()
             await observer.say(room, f"Pesan langsung ({direct})")
             seen2 = await until(seen_direct, 30, f"the direct message {direct}")
+            # Baseline 2: the card the bridge just posted, posted again by the same device.
+            content = seen.event.source["content"]
+            ctx.extra.setdefault("card_content", (content, marker))
+            same = f"bm-samecard-{i}"
+            seen_same = admin.expect(marked(room, same))
+            t2 = time.perf_counter()
+            await observer.send(room, card_copy(content, marker, same))
+            seen3 = await until(seen_same, 30, f"the direct card {same}")
             if i >= warm:
                 bridge_s.append(seen.at - t0)
-                direct_s.append(seen2.at - t1)
+                short_s.append(seen2.at - t1)
+                same_s.append(seen3.at - t2)
     finally:
         await lab.close()
-    ctx.log(f"card: bridge median {ms(median(bridge_s))}, direct {ms(median(direct_s))} (n={len(bridge_s)})")
-    note = ("from the webhook's 200 to the card in the staff client's sync; baseline: the bot's second device "
-            "sends a message (from the call) seen by the same client; samples alternate")
+    ctx.log(f"card: bridge median {ms(median(bridge_s))}, direct short {ms(median(short_s))}, direct same card "
+            f"{ms(median(same_s))} (n={len(bridge_s)})")
+    size = len(json.dumps(ctx.extra["card_content"][0], ensure_ascii=False).encode()) if "card_content" in ctx.extra else 0
+    note = ("from the webhook's 200 to the card in the staff client's sync; baselines: the bot's second device "
+            "sends a short message, then the same card's content (the card just seen, "
+            f"{size:,} bytes of JSON), each timed from the call to its arrival in the same client's sync; "
+            "samples alternate")
     if unsettled:
         note += f"; {unsettled} samples did not settle within 20 s"
-    return two_rows("Webhook to card", "webhook → card", bridge_s, direct_s, 1.3, note)
+    return two_rows("Webhook to card", "webhook → card", bridge_s,
+                    [("the same card sent directly", same_s), ("a short message sent directly", short_s)], 1.3, note)
 
 
 # -- 3. staff to citizen ------------------------------------------------------------------
@@ -259,6 +296,17 @@ async def staff(ctx: Any) -> list[Row]:
     ]
 
 
+async def fresh_room(owner: Watcher, member: Watcher, name: str) -> str:
+    """A new room of ``owner``'s that ``member`` has joined (and syncs)."""
+    made = await owner.client.room_create(name=name, invite=[member.user])
+    if not isinstance(made, nio.RoomCreateResponse):
+        raise RuntimeError(f"cannot create a room: {made}")
+    joined = await member.client.join(made.room_id)
+    if not isinstance(joined, nio.JoinResponse):
+        raise RuntimeError(f"{member.user} cannot join {made.room_id}: {joined}")
+    return made.room_id
+
+
 # -- 4. burst -----------------------------------------------------------------------------
 async def burst(ctx: Any) -> list[Row]:
     n = 60 if ctx.quick else 2000
@@ -300,19 +348,39 @@ async def burst(ctx: Any) -> list[Row]:
             await asyncio.gather(*(one(i) for i in range(n)))
             return time.perf_counter() - t, failed
 
-        # Baseline first, while the bridge is idle: n direct sends by one client.
-        got_d, done_d = collector("bm-direct-", lambda s: s.room_id == room)
+        async def direct_block(prefix: str, where: str, send: Callable[[int], Any], what: str
+                               ) -> tuple[float | None, int, float, int]:
+            """n direct sends by one client, ``conc`` at a time: (seconds until all were seen
+            or None, how many were seen, seconds until all were answered, failures)."""
+            got, done = collector(prefix, lambda s: s.room_id == where)
+            t0 = time.perf_counter()
+            sent, failed = await fan_out(send)
+            try:
+                await until(done, direct_limit, what)
+            except TimeoutError:
+                pass
+            return (max(got.values()) - t0) if len(got) == n else None, len(got), sent, failed
 
-        async def direct(i: int) -> bool:
-            await observer.say(room, f"Pesan langsung ({'bm-direct-%d' % i})")
+        # Baselines first, while the bridge is idle: n direct sends by the bot's second device,
+        # short messages, then the content of a card as the bridge posts it (the card phase's
+        # first card, else bench/card_cost.py's). Each block has a new room of its own, with the
+        # same two members as the Admin room (the bot, the Admin): a room is slower the more it
+        # holds, so no block goes into a room that another block grew.
+        short_room, card_room = [await fresh_room(observer, admin, f"bench burst {what}")
+                                 for what in ("short", "cards")]
+
+        async def short(i: int) -> bool:
+            await observer.say(short_room, f"Pesan langsung ({'bm-direct-%d' % i})")
             return True
-        t0 = time.perf_counter()
-        direct_sent, direct_failed = await fan_out(direct)
-        try:
-            await until(done_d, direct_limit, "every direct message")
-        except TimeoutError:
-            pass
-        direct_t = (max(got_d.values()) - t0) if len(got_d) == n else None
+        direct_t, direct_seen, direct_sent, direct_failed = await direct_block("bm-direct-", short_room, short,
+                                                                              "every direct message")
+        template, template_marker = ctx.extra.get("card_content") or (CARD, CARD_MARK)
+
+        async def same_card(i: int) -> bool:
+            await observer.send(card_room, card_copy(template, template_marker, f"bm-samecard-{i}"))
+            return True
+        same_t, same_seen, same_sent, same_failed = await direct_block("bm-samecard-", card_room, same_card,
+                                                                      "every direct card")
 
         # The bridge: n complaints from n citizens, as fast as this client can post them.
         got_b, done_b = collector("bm-burst-", lambda s: is_card(s, room))
@@ -338,19 +406,32 @@ async def burst(ctx: Any) -> list[Row]:
     finally:
         await lab.close()
     lost = n - len(got_b)
-    ctx.log(f"burst: bridge {secs(bridge_t)} ({len(got_b)}/{n} cards), direct {secs(direct_t)} ({len(got_d)}/{n})")
-    r = ratio(bridge_t, direct_t)
-    at_least = ratio(limit, direct_t) if bridge_t is None else None
+    ctx.log(f"burst: bridge {secs(bridge_t)} ({len(got_b)}/{n} cards), direct same card {secs(same_t)} "
+            f"({same_seen}/{n}), direct short {secs(direct_t)} ({direct_seen}/{n})")
     rate = f"{len(got_b) / seen_at:.0f} cards/s" if bridge_t is None else f"{n / bridge_t:.0f} cards/s"
-    return [
-        Row("Burst", f"{n:,} complaints, {conc} at a time: until every card is in Matrix",
-            secs(bridge_t) if bridge_t is not None else f"not all in {limit:.0f} s",
-            secs(direct_t) if direct_t is not None else f"not all in {direct_limit:.0f} s",
-            fmt_ratio(r) if at_least is None else f"> {at_least:.2f}×", "≤ 1.2×",
-            r <= 1.2 if r is not None else (False if at_least is not None and at_least > 1.2 else None),
-            f"bridge {rate}; all {n:,} webhooks answered in {posted:.1f} s ({post_failed} failed); "
-            f"direct: {n:,} sends by the bot's second device answered in {direct_sent:.1f} s ({direct_failed} failed)"),
-        Row("Burst", "nothing lost (cards seen / stored / cases)", f"{len(got_b):,} / {stored:,} / {cases:,}",
-            f"{len(got_d):,} seen", "—", f"{n:,} each", lost == 0 and stored == n and cases == n,
-            f"{cards_db:,} admin cards recorded in the bridge's database"),
-    ]
+    size = len(json.dumps(template, ensure_ascii=False).encode())
+    source = "the card phase's first card" if "card_content" in ctx.extra else "bench/card_cost.py's card"
+    notes = [f"bridge {rate}; all {n:,} webhooks answered in {posted:.1f} s ({post_failed} failed); order: short "
+             f"messages, same cards, the bridge, each into a room of its own (the bridge's: its Admin room), "
+             f"with the same two members",
+             f"{n:,} sends of a card's content ({source}, {size:,} bytes of JSON) by the bot's second device, "
+             f"answered in {same_sent:.1f} s ({same_failed} failed)",
+             f"{n:,} short messages by the bot's second device, answered in {direct_sent:.1f} s "
+             f"({direct_failed} failed)"]
+    rows = []
+    for (against, base_t), note in zip((("the same cards sent directly", same_t),
+                                        ("short messages sent directly", direct_t)), notes[1:]):
+        r = ratio(bridge_t, base_t)
+        at_least = ratio(limit, base_t) if bridge_t is None else None
+        rows.append(Row("Burst", f"{n:,} complaints, {conc} at a time: until every card is in Matrix, against "
+                                 f"{against}",
+                        secs(bridge_t) if bridge_t is not None else f"not all in {limit:.0f} s",
+                        secs(base_t) if base_t is not None else f"not all in {direct_limit:.0f} s",
+                        fmt_ratio(r) if at_least is None else f"> {at_least:.2f}×", "≤ 1.2×",
+                        r <= 1.2 if r is not None else (False if at_least is not None and at_least > 1.2 else None),
+                        (notes[0] + "; " if not rows else "") + note))
+    rows.append(Row("Burst", "nothing lost (cards seen / stored / cases)", f"{len(got_b):,} / {stored:,} / {cases:,}",
+                    f"{same_seen:,} / {direct_seen:,} seen", "—", f"{n:,} each",
+                    lost == 0 and stored == n and cases == n,
+                    f"{cards_db:,} admin cards recorded in the bridge's database"))
+    return rows
