@@ -477,13 +477,13 @@ class WhatsAppChannel(base.Channel):
                 if resp.status < 300:
                     return data
                 raise _graph_error(resp.status, data, resp.headers.get("Retry-After"))
+        except aiohttp.ClientConnectorError as e:       # no connection: nothing was sent
+            raise DeliveryError(f"whatsapp: {e.__class__.__name__}: {e}", transient=True, unsent=True) from e
         except aiohttp.ClientError as e:
             raise DeliveryError(f"whatsapp: {e.__class__.__name__}: {e}", transient=True) from e
         except asyncio.TimeoutError:
             raise DeliveryError(f"whatsapp: no answer within {self.request_timeout:g}s", transient=True) from None
 
-        except aiohttp.ClientConnectorError as e:       # no connection: nothing was sent
-            raise DeliveryError(f"whatsapp: {e.__class__.__name__}: {e}", transient=True, unsent=True) from e
 
 def _message_body(text: str, choices: Sequence[base.Choice]) -> dict[str, Any]:
     """A text, or an interactive message when the choices fit WhatsApp's limits: up to three
