@@ -1,0 +1,240 @@
+"""One way to speak to the database, SQLite (aiosqlite) or PostgreSQL (asyncpg).
+
+Groundwork for the store's second backend (issue 18): bridge/store.py still talks to
+aiosqlite directly; it moves onto this interface next. SQL is written once, with ``?``
+placeholders; on PostgreSQL they become ``$1, $2, ...`` (never inside a quoted string or
+a comment). A statement answers as the store needs: ``execute`` the number of rows it
+changed, ``fetch`` a list of dicts, ``fetchrow`` one dict or None, ``fetchval`` the first
+value.
+
+``Database.open(url)`` takes ``sqlite:///relative/path``, ``sqlite:////absolute/path`` or
+``postgresql://user@host:port/dbname``. Writes go through ``transaction()``: on SQLite one
+writer at a time (``BEGIN IMMEDIATE`` under a lock, as SQLite wants); on PostgreSQL a pooled
+connection each, side by side. ``reading()`` is a consistent read-only view of committed
+data (a second SQLite connection, WAL; a REPEATABLE READ READ ONLY transaction on
+PostgreSQL). Why asyncpg: native asyncio with no thread hop per statement, the binary
+protocol, typed values both ways, and the driver mautrix-python's async_db uses for the
+same job.
+"""
+from __future__ import annotations
+
+import abc
+import asyncio
+import re
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable, Sequence
+from urllib.parse import urlsplit
+
+import aiosqlite
+
+Row = dict[str, Any]
+SQLITE, POSTGRESQL = "sqlite", "postgresql"
+
+
+class BadDatabaseUrl(ValueError):
+    """A database URL this code cannot open."""
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """(dialect, target): the SQLite file's path, or the PostgreSQL URL as given."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
+            raise BadDatabaseUrl(f"{url!r}: a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path")
+        return SQLITE, url[len("sqlite:///"):]
+    if scheme in ("postgresql", "postgres"):
+        parts = urlsplit(url)
+        if not parts.hostname and "host=" not in parts.query:
+            raise BadDatabaseUrl(f"{_without_password(url)!r}: no host")
+        return POSTGRESQL, url
+    raise BadDatabaseUrl(f"{_without_password(url)!r}: the database URL starts with sqlite:/// or postgresql://")
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+# ? outside quotes and comments; quoted strings, quoted names and comments are kept as they are.
+_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|\?", re.DOTALL)
+
+
+@lru_cache(maxsize=1024)
+def numbered(sql: str) -> str:
+    """``sql`` with each ``?`` placeholder as PostgreSQL's ``$n``."""
+    n = 0
+
+    def number(m: re.Match[str]) -> str:
+        nonlocal n
+        if m.group() != "?":
+            return m.group()
+        n += 1
+        return f"${n}"
+    return _TOKENS.sub(number, sql)
+
+
+class Conn(abc.ABC):
+    """One connection, inside a transaction or a read view."""
+
+    dialect: str
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; the number of rows it inserted, changed or deleted."""
+
+    @abc.abstractmethod
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run a statement once for each row of arguments."""
+
+    @abc.abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        """Every row of a query (or of a statement's RETURNING), as dicts."""
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return next(iter(row.values())) if row else None
+
+
+class SQLiteConn(Conn):
+    dialect = SQLITE
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self.db.execute(sql, args) as cur:
+            return max(cur.rowcount, 0)        # -1 for a statement that changes no rows, as 0 elsewhere
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self.db.executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self.db.execute(sql, args) as cur:
+            columns = [d[0] for d in cur.description or ()]
+            return [dict(zip(columns, r)) for r in await cur.fetchall()]
+
+
+class PostgresConn(Conn):
+    dialect = POSTGRESQL
+
+    def __init__(self, db: Any) -> None:       # an asyncpg connection
+        self.db = db
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return _rowcount(await self.db.execute(numbered(sql), *args))
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self.db.executemany(numbered(sql), list(rows))
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return [dict(r) for r in await self.db.fetch(numbered(sql), *args)]
+
+
+def _rowcount(status: str) -> int:
+    """The rows counted in a command tag: "UPDATE 3", "INSERT 0 1", "DELETE 0"; 0 for others."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() and status.split(" ", 1)[0] in ("INSERT", "UPDATE", "DELETE", "MERGE") else 0
+
+
+class Database(abc.ABC):
+    dialect: str
+
+    @staticmethod
+    async def open(url: str) -> "Database":
+        dialect, target = parse_url(url)
+        if dialect == SQLITE:
+            return await SQLiteDatabase.open(Path(target))
+        return await PostgresDatabase.open(target)
+
+    @abc.abstractmethod
+    def transaction(self) -> Any:
+        """``async with db.transaction() as conn``: commits on success, rolls back on any exception."""
+
+    @abc.abstractmethod
+    def reading(self) -> Any:
+        """``async with db.reading() as conn``: a consistent read-only view of committed data."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+class SQLiteDatabase(Database):
+    dialect = SQLITE
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._writer, self._reader = writer, reader
+        self._write_lock, self._read_lock = asyncio.Lock(), asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> "SQLiteDatabase":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await cls._connect(path)
+        await SQLiteConn(writer).execute("PRAGMA journal_mode = WAL")
+        return cls(writer, await cls._connect(path))
+
+    @staticmethod
+    async def _connect(path: Path) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(path, isolation_level=None)
+        for pragma in ("busy_timeout = 5000", "foreign_keys = ON", "synchronous = NORMAL"):
+            await SQLiteConn(db).execute(f"PRAGMA {pragma}")     # each statement closed: no lock kept
+        return db
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        async with self._write_lock:
+            try:
+                await self._writer.execute("BEGIN IMMEDIATE")
+                yield SQLiteConn(self._writer)
+            except BaseException:
+                await self._writer.rollback()
+                raise
+            else:
+                await self._writer.commit()
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Conn]:
+        async with self._read_lock:
+            try:
+                await self._reader.execute("BEGIN")
+                yield SQLiteConn(self._reader)
+            finally:
+                await self._reader.rollback()
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            await self._writer.close()
+        async with self._read_lock:
+            await self._reader.close()
+
+
+class PostgresDatabase(Database):
+    dialect = POSTGRESQL
+
+    def __init__(self, pool: Any) -> None:      # an asyncpg pool
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str, *, size: int = 10) -> "PostgresDatabase":
+        import asyncpg          # only where PostgreSQL is used
+        return cls(await asyncpg.create_pool(url, min_size=1, max_size=size))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        async with self._pool.acquire() as db, db.transaction():
+            yield PostgresConn(db)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Conn]:
+        async with self._pool.acquire() as db, db.transaction(isolation="repeatable_read", readonly=True):
+            yield PostgresConn(db)
+
+    async def close(self) -> None:
+        await self._pool.close()
