@@ -32,7 +32,7 @@ NOW = datetime(2026, 11, 23, 9, 0, tzinfo=ZoneInfo("Asia/Jakarta"))
 
 async def fill(store: Store, n: int) -> None:
     async with store.transaction() as tx:
-        await tx.db.executemany(
+        await tx.conn.db.executemany(
             "INSERT INTO citizens (channel, address, created_at) VALUES ('whatsapp', ?, ?)",
             [(f"62811{i:08d}", ts(NOW)) for i in range(n)])
         rows = []
@@ -41,7 +41,7 @@ async def fill(store: Store, n: int) -> None:
             step_due = alert + timedelta(minutes=3)
             rows.append((f"ADU-2026-{i + 1:06d}", i + 1, ts(NOW - timedelta(minutes=20)), ts(alert),
                          ts(step_due - timedelta(minutes=3)), ts(step_due), ts(step_due + timedelta(hours=2))))
-        await tx.db.executemany(
+        await tx.conn.db.executemany(
             "INSERT INTO cases (ticket, citizen_id, channel, step, holder_role, opened_at, step_entered_at,"
             " next_alert_at, step_warn_at, step_due_at, due_at, warn_at)"
             " VALUES (?, ?, 'whatsapp', 'verifikasi', 'admin', ?, ?3, ?, ?, ?, ?, ?7)", rows)
@@ -70,7 +70,7 @@ async def main() -> None:
             idle.append(time.perf_counter() - t0)
         print(f"check with nothing due: best {min(idle) * 1000:.2f} ms, worst {max(idle) * 1000:.2f} ms")
         async with store.transaction() as tx:
-            await tx.db.execute("UPDATE cases SET next_alert_at = ?, step_warn_at = ?, step_due_at = ?"
+            await tx.conn.db.execute("UPDATE cases SET next_alert_at = ?, step_warn_at = ?, step_due_at = ?"
                                 " WHERE id <= ?", (ts(NOW - timedelta(minutes=1)), ts(NOW - timedelta(minutes=4)),
                                                    ts(NOW - timedelta(minutes=1)), args.due))
         t0 = time.perf_counter()

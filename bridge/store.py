@@ -1,4 +1,6 @@
-"""SQLite storage through aiosqlite: the only module that speaks SQL.
+"""SQLite storage through aiosqlite: the only module that speaks SQL (its statements run on
+a bridge.db.Conn, written once for SQLite and PostgreSQL; only the connections, the
+migrations and the inbound fast path below are SQLite's own so far).
 
 Two connections: one writer (every transaction, ``BEGIN IMMEDIATE`` under a lock, so
 there is one writer as SQLite wants) and one reader (WAL lets it read committed data
@@ -27,6 +29,7 @@ import aiosqlite
 
 from bridge.channels.base import STATUS_ORDER, InboundMessage, StatusUpdate
 from bridge.clock import parse_ts, ts
+from bridge.db import Conn, SQLiteConn
 from bridge.migrations import UPGRADES
 
 log = logging.getLogger(__name__)
@@ -112,7 +115,7 @@ class Store:
                     # Inside the try: a task cancelled while BEGIN runs on the connection's
                     # thread still rolls back (queued after it), so the next one can begin.
                     await self._writer.execute("BEGIN IMMEDIATE")
-                    yield Tx(self._writer)
+                    yield Tx(SQLiteConn(self._writer))
                 except BaseException:
                     await self._writer.rollback()
                     raise
@@ -127,7 +130,7 @@ class Store:
             with _holding(self._read_lock):
                 await self._reader.execute("BEGIN")
                 try:
-                    yield Tx(self._reader)
+                    yield Tx(SQLiteConn(self._reader))
                 finally:
                     await self._reader.rollback()
 
@@ -275,59 +278,60 @@ def _is_time(column: str) -> bool:
     return column == "at" or column.endswith("_at") or column == "waiting_since"
 
 
-def _rows(description: Sequence[tuple[Any, ...]], rows: Sequence[Sequence[Any]]) -> list[Row]:
-    columns = [d[0] for d in description]
-    times = [i for i, c in enumerate(columns) if _is_time(c)]
-    out = []
-    for r in rows:
-        values = list(r)
-        for i in times:
-            if values[i] is not None:
-                values[i] = parse_ts(values[i])
-        out.append(dict(zip(columns, values)))
-    return out
+def _typed(row: Row | None) -> Row | None:
+    if row is not None:
+        for c, v in row.items():
+            if v is not None and _is_time(c):
+                row[c] = parse_ts(v)
+    return row
 
 
 class Tx:
-    """The queries, run on the connection of one transaction (or read view)."""
+    """The queries, run on the connection of one transaction (or read view): a
+    bridge.db.Conn, so that the same SQL can serve SQLite and PostgreSQL."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self.db = db
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
 
     async def _one(self, sql: str, *args: Any) -> Row | None:
-        async with self.db.execute(sql, args) as cur:
-            row = await cur.fetchone()
-            return _rows(cur.description, [row])[0] if row is not None else None
+        return _typed(await self.conn.fetchrow(sql, *args))
 
     async def _all(self, sql: str, *args: Any) -> list[Row]:
-        async with self.db.execute(sql, args) as cur:
-            return _rows(cur.description, await cur.fetchall())
+        rows = await self.conn.fetch(sql, *args)
+        if rows:
+            times = [c for c in rows[0] if _is_time(c)]
+            for r in rows:
+                for c in times:
+                    if r[c] is not None:
+                        r[c] = parse_ts(r[c])
+        return rows
 
     async def _insert(self, sql: str, *args: Any) -> int:
-        async with self.db.execute(sql, args) as cur:
-            return cur.lastrowid
+        """An INSERT of one row; its id."""
+        return await self.conn.fetchval(sql + " RETURNING id", *args)
 
     # -- inbound ---------------------------------------------------------------------
     async def insert_inbound(self, msg: InboundMessage, received_at: datetime) -> bool:
         """Store one inbound message; False when (channel, external id) was seen before."""
-        async with self.db.execute(
+        return await self.conn.execute(
             "INSERT INTO inbound (channel, external_id, address, kind, sent_at, received_at, message)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel, external_id) DO NOTHING",
-            (msg.channel, msg.external_id, msg.address, msg.kind, ts(msg.at), ts(received_at),
-             json.dumps(msg.to_dict(), ensure_ascii=False)),
-        ) as cur:
-            return cur.rowcount == 1
+            msg.channel, msg.external_id, msg.address, msg.kind, ts(msg.at), ts(received_at),
+            json.dumps(msg.to_dict(), ensure_ascii=False),
+        ) == 1
 
     async def insert_inbound_many(self, items: Sequence[tuple[InboundMessage, datetime]]) -> set[tuple[str, str]]:
         """Store inbound messages (each with when it arrived) in one hop to the connection's
         thread; returns the (channel, external id) stored now, the others were seen before."""
-        return await self.db._execute(_insert_inbound, self.db._conn, items)
+        # SQLite's own fast path: the whole batch in one hop to the connection's thread.
+        assert isinstance(self.conn, SQLiteConn), "insert_inbound_many: SQLite only, for now"
+        return await self.conn.db._execute(_insert_inbound, self.conn.db._conn, items)
 
     async def save_cursor(self, channel: str, position: str, at: datetime) -> None:
-        await self.db.execute(
+        await self.conn.execute(
             "INSERT INTO channel_cursors (channel, position, updated_at) VALUES (?, ?, ?)"
             " ON CONFLICT (channel) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-            (channel, position, ts(at)))
+            channel, position, ts(at))
 
     async def get_cursor(self, channel: str) -> tuple[str, datetime] | None:
         """The stored position and when it was stored."""
@@ -352,13 +356,13 @@ class Tx:
         return (await self._one("SELECT count(*) AS n FROM inbound WHERE state = 'failed'"))["n"]
 
     async def finish_inbound(self, inbound_id: int, *, case_id: int | None, state: str = "done") -> None:
-        await self.db.execute("UPDATE inbound SET state = ?, case_id = ? WHERE id = ?",
-                              (state, case_id, inbound_id))
+        await self.conn.execute("UPDATE inbound SET state = ?, case_id = ? WHERE id = ?",
+                                state, case_id, inbound_id)
 
     async def link_inbound(self, channel: str, external_ids: Sequence[str], case_id: int) -> None:
         """The messages a complaint was made of (the conversation's, its evidence) belong to its case."""
-        await self.db.executemany("UPDATE inbound SET case_id = ? WHERE channel = ? AND external_id = ?",
-                                  [(case_id, channel, e) for e in external_ids])
+        await self.conn.executemany("UPDATE inbound SET case_id = ? WHERE channel = ? AND external_id = ?",
+                                    [(case_id, channel, e) for e in external_ids])
 
     async def case_messages(self, case_id: int) -> list[tuple[int, InboundMessage]]:
         rows = await self._all("SELECT id, message FROM inbound WHERE case_id = ? ORDER BY id", case_id)
@@ -376,7 +380,7 @@ class Tx:
             by_user = await self._one("SELECT id, address FROM citizens WHERE channel = ? AND user_id = ?"
                                       " ORDER BY id LIMIT 1", channel, user_id)
             if known is None and by_user is not None and by_user["address"] == user_id:
-                await self.db.execute("UPDATE citizens SET address = ? WHERE id = ?", (address, by_user["id"]))
+                await self.conn.execute("UPDATE citizens SET address = ? WHERE id = ?", address, by_user["id"])
         row = await self._one(
             "INSERT INTO citizens (channel, address, name, user_id, username, created_at, last_inbound_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -391,12 +395,11 @@ class Tx:
     async def relink_citizen(self, channel: str, old: str, *, address: str | None = None,
                              user_id: str | None = None) -> bool:
         """A citizen changed number or user id (a system message): the same person, new keys."""
-        async with self.db.execute(
+        return await self.conn.execute(
                 "UPDATE citizens SET address = coalesce(?, address), user_id = coalesce(?, user_id)"
                 " WHERE channel = ? AND (address = ? OR user_id = ?)"
                 " AND NOT EXISTS (SELECT 1 FROM citizens c2 WHERE c2.channel = ? AND c2.address = ?)",
-                (address, user_id, channel, old, old, channel, address or "")) as cur:
-            return cur.rowcount >= 1
+                address, user_id, channel, old, old, channel, address or "") >= 1
 
     async def citizen_by_address(self, channel: str, address: str) -> Row | None:
         return await self._one("SELECT * FROM citizens WHERE channel = ? AND address = ?", channel, address)
@@ -440,14 +443,14 @@ class Tx:
 
     async def set_conversation(self, citizen_id: int, state: str, data: dict[str, Any], *, at: datetime,
                                expires_at: datetime) -> None:
-        await self.db.execute(
+        await self.conn.execute(
             "INSERT INTO conversations (citizen_id, state, data, updated_at, expires_at) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (citizen_id) DO UPDATE SET state = excluded.state, data = excluded.data,"
             " updated_at = excluded.updated_at, expires_at = excluded.expires_at",
-            (citizen_id, state, json.dumps(data, ensure_ascii=False), ts(at), ts(expires_at)))
+            citizen_id, state, json.dumps(data, ensure_ascii=False), ts(at), ts(expires_at))
 
     async def end_conversation(self, citizen_id: int) -> None:
-        await self.db.execute("DELETE FROM conversations WHERE citizen_id = ?", (citizen_id,))
+        await self.conn.execute("DELETE FROM conversations WHERE citizen_id = ?", citizen_id)
 
     async def expired_conversations(self, now: datetime, limit: int = 100) -> list[Row]:
         rows = await self._all("SELECT * FROM conversations WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
@@ -458,9 +461,8 @@ class Tx:
 
     async def end_conversation_if(self, citizen_id: int, updated_at: datetime) -> bool:
         """End a conversation unless it moved since ``updated_at`` (the expiry's claim)."""
-        async with self.db.execute("DELETE FROM conversations WHERE citizen_id = ? AND updated_at = ?",
-                                   (citizen_id, ts(updated_at))) as cur:
-            return cur.rowcount == 1
+        return await self.conn.execute("DELETE FROM conversations WHERE citizen_id = ? AND updated_at = ?",
+                                       citizen_id, ts(updated_at)) == 1
 
     # -- messages waiting for the 24-hour window ---------------------------------------
     async def hold_message(self, citizen_id: int, case_id: int | None, payload: dict[str, Any],
@@ -490,13 +492,13 @@ class Tx:
 
     # -- ratings ---------------------------------------------------------------------
     async def rate(self, case_id: int, score: int, at: datetime) -> None:
-        await self.db.execute(
+        await self.conn.execute(
             "INSERT INTO ratings (case_id, score, rated_at) VALUES (?, ?, ?)"
             " ON CONFLICT (case_id) DO UPDATE SET score = excluded.score, rated_at = excluded.rated_at",
-            (case_id, score, ts(at)))
+            case_id, score, ts(at))
 
     async def rating_comment(self, case_id: int, comment: str) -> None:
-        await self.db.execute("UPDATE ratings SET comment = ? WHERE case_id = ?", (comment[:1000], case_id))
+        await self.conn.execute("UPDATE ratings SET comment = ? WHERE case_id = ?", comment[:1000], case_id)
 
     async def ratings_between(self, start: datetime, end: datetime) -> list[Row]:
         return await self._all("SELECT * FROM ratings WHERE rated_at >= ? AND rated_at < ? ORDER BY rated_at",
@@ -537,8 +539,8 @@ class Tx:
         if unknown:
             raise ValueError(f"not case fields: {unknown}")
         values = [ts(v) if isinstance(v, datetime) else v for v in fields.values()]
-        await self.db.execute(f"UPDATE cases SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
-                              (*values, case_id))
+        await self.conn.execute(f"UPDATE cases SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                                *values, case_id)
 
     async def last_answered_case_of(self, citizen_id: int, since: datetime) -> Row | None:
         return await self._one(
@@ -558,9 +560,8 @@ class Tx:
     async def raise_alert_level(self, case_id: int, scope: str, old: int, new: int) -> bool:
         """Claim an alert: only one check (or process) moves a level, so each alert goes once."""
         column = {"step": "step_alerts", "total": "total_alerts"}[scope]
-        async with self.db.execute(f"UPDATE cases SET {column} = ? WHERE id = ? AND {column} = ?",
-                                   (new, case_id, old)) as cur:
-            return cur.rowcount == 1
+        return await self.conn.execute(f"UPDATE cases SET {column} = ? WHERE id = ? AND {column} = ?",
+                                       new, case_id, old) == 1
 
     # -- reports ---------------------------------------------------------------------
     async def count_opened(self, start: datetime, end: datetime) -> int:
@@ -682,11 +683,10 @@ class Tx:
                                at: datetime) -> int:
         """The pending rows of ``kind`` in ``target`` before row ``by`` whose payload has this
         ``key`` value are done without being delivered: ``by`` says all they said, and later."""
-        async with self.db.execute(
+        return await self.conn.execute(
             "UPDATE outbox SET state = 'done', done_at = ?, result = json_object('superseded_by', ?)"
             " WHERE state = 'pending' AND target = ? AND id < ? AND kind = ? AND json_extract(payload, ?) IS ?",
-            (ts(at), by, target, by, kind, f"$.{key}", value)) as cur:
-            return cur.rowcount
+            ts(at), by, target, by, kind, f"$.{key}", value)
 
     async def outbox_outcome(self, row_id: int) -> Row | None:
         """A row's state and result (its result parsed), or None when there is no such row."""
@@ -697,16 +697,15 @@ class Tx:
 
     async def outbox_due_now(self, kind_prefix: str, at: datetime) -> int:
         """Make the pending rows of these kinds due at ``at`` (their service is back)."""
-        async with self.db.execute(
+        return await self.conn.execute(
             "UPDATE outbox SET next_try_at = ? WHERE state = 'pending' AND kind LIKE ? AND next_try_at > ?",
-            (ts(at), kind_prefix + "%", ts(at))) as cur:
-            return cur.rowcount
+            ts(at), kind_prefix + "%", ts(at))
 
     async def outbox_done(self, row_id: int, *, at: datetime, result: dict[str, Any] | None) -> None:
-        await self.db.execute(
+        await self.conn.execute(
             "UPDATE outbox SET state = 'done', done_at = ?, attempts = attempts + 1, result = ?"
             " WHERE id = ? AND state = 'pending'",
-            (ts(at), json.dumps(result, ensure_ascii=False) if result else None, row_id))
+            ts(at), json.dumps(result, ensure_ascii=False) if result else None, row_id)
 
     async def outbox_retry(self, row_id: int, *, next_try: datetime, error: str) -> int:
         row = await self._one(
@@ -715,13 +714,13 @@ class Tx:
         return row["attempts"] if row else 0
 
     async def outbox_dead(self, row_id: int, *, at: datetime, error: str) -> None:
-        await self.db.execute(
+        await self.conn.execute(
             "UPDATE outbox SET state = 'dead', done_at = ?, attempts = attempts + 1, last_error = ?"
-            " WHERE id = ? AND state = 'pending'", (ts(at), error, row_id))
+            " WHERE id = ? AND state = 'pending'", ts(at), error, row_id)
 
     async def outbox_progress(self, row_id: int, progress: dict[str, Any]) -> None:
-        await self.db.execute("UPDATE outbox SET progress = ? WHERE id = ?",
-                              (json.dumps(progress, ensure_ascii=False), row_id))
+        await self.conn.execute("UPDATE outbox SET progress = ? WHERE id = ?",
+                                json.dumps(progress, ensure_ascii=False), row_id)
 
     async def case_outbox(self, case_id: int, kind: str) -> list[Row]:
         """A case's effects of one kind, in order, with their progress (a case's evidence)."""
@@ -752,8 +751,7 @@ class Tx:
 
     async def release_lease(self, name: str, holder: str) -> bool:
         """Let go of ``name`` at once (a clean stop), if ``holder`` holds it."""
-        async with self.db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder)) as cur:
-            return cur.rowcount == 1
+        return await self.conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", name, holder) == 1
 
     async def lease(self, name: str) -> Row | None:
         """Who holds ``name``, since when, until when (None: nobody ever did, or let go)."""
@@ -764,10 +762,10 @@ class Tx:
                               case_id: int | None, at: datetime, purpose: str | None = None) -> list[StatusUpdate]:
         """The row of a message the channel took; returns the statuses that came before it
         (oldest rank first), taken out of ``early_statuses`` for the caller to apply."""
-        await self.db.execute(
+        await self.conn.execute(
             "INSERT INTO deliveries (channel, external_id, outbox_id, case_id, status, updated_at, purpose)"
             " VALUES (?, ?, ?, ?, 'accepted', ?, ?) ON CONFLICT DO NOTHING",
-            (channel, external_id, outbox_id, case_id, ts(at), purpose))
+            channel, external_id, outbox_id, case_id, ts(at), purpose)
         rows = await self._all("DELETE FROM early_statuses WHERE channel = ? AND external_id = ? RETURNING *",
                                channel, external_id)
         early = [StatusUpdate(channel=r["channel"], external_id=r["external_id"], status=r["status"],
@@ -803,10 +801,10 @@ class Tx:
         if moved is None and not await self._one(
                 "SELECT 1 AS x FROM deliveries WHERE channel = ? AND external_id = ?", st.channel, st.external_id):
             # Earlier than its row (the send has not returned yet): keep it for record_delivery.
-            await self.db.execute(
+            await self.conn.execute(
                 "INSERT INTO early_statuses (channel, external_id, status, at, error_code, error_title, ref)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (st.channel, st.external_id, st.status, ts(st.at), st.error_code, st.error_title, st.ref))
+                st.channel, st.external_id, st.status, ts(st.at), st.error_code, st.error_title, st.ref)
         return moved
 
     async def sent_by_ref(self, channel: str, ref: str) -> str | None:
@@ -827,14 +825,14 @@ class Tx:
     # -- matrix ----------------------------------------------------------------------
     async def save_card(self, case_id: int, room_key: str, room_id: str, event_id: str,
                         at: datetime) -> None:
-        await self.db.execute(
+        await self.conn.execute(
             "INSERT INTO cards (case_id, room_key, room_id, event_id, posted_at) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (case_id, room_key) DO UPDATE SET room_id = excluded.room_id,"
             " event_id = excluded.event_id, posted_at = excluded.posted_at",
-            (case_id, room_key, room_id, event_id, ts(at)))
-        await self.db.execute(
+            case_id, room_key, room_id, event_id, ts(at))
+        await self.conn.execute(
             "INSERT INTO card_posts (event_id, case_id, room_key, room_id, posted_at) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING", (event_id, case_id, room_key, room_id, ts(at)))
+            " ON CONFLICT DO NOTHING", event_id, case_id, room_key, room_id, ts(at))
 
     async def get_card(self, case_id: int, room_key: str) -> Row | None:
         """The live card of a case in a room (the latest posted there)."""
@@ -854,28 +852,27 @@ class Tx:
         return {r["key"]: r["event_id"] for r in rows}
 
     async def add_card_reaction(self, card_event_id: str, key: str, event_id: str) -> None:
-        await self.db.execute("INSERT INTO card_reactions (card_event_id, key, event_id) VALUES (?, ?, ?)"
-                              " ON CONFLICT DO NOTHING", (card_event_id, key, event_id))
+        await self.conn.execute("INSERT INTO card_reactions (card_event_id, key, event_id) VALUES (?, ?, ?)"
+                                " ON CONFLICT DO NOTHING", card_event_id, key, event_id)
 
     async def remove_card_reaction(self, card_event_id: str, key: str) -> None:
-        await self.db.execute("DELETE FROM card_reactions WHERE card_event_id = ? AND key = ?",
-                              (card_event_id, key))
+        await self.conn.execute("DELETE FROM card_reactions WHERE card_event_id = ? AND key = ?",
+                                card_event_id, key)
 
     async def get_state(self, key: str) -> str | None:
         row = await self._one("SELECT value FROM matrix_state WHERE key = ?", key)
         return row["value"] if row else None
 
     async def set_state(self, key: str, value: str) -> None:
-        await self.db.execute(
+        await self.conn.execute(
             "INSERT INTO matrix_state (key, value) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
 
     async def mark_handled(self, event_id: str, at: datetime) -> bool:
         """Claim a Matrix event for handling; False when it was handled before."""
-        async with self.db.execute(
+        return await self.conn.execute(
             "INSERT INTO handled_events (event_id, at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (event_id, ts(at))) as cur:
-            return cur.rowcount == 1
+            event_id, ts(at)) == 1
 
     # -- retention (bridge/retention.py) --------------------------------------------------
     # What a purge leaves of a row: the message's kind and times, the effect's kind, room,
@@ -936,20 +933,19 @@ class Tx:
     async def purge_case(self, case_id: int, at: datetime) -> bool:
         """Remove a closed case's personal data, keep its figures; False when it is not a
         closed case or was purged before. Its events are cleaned with ``clean_event`` after."""
-        async with self.db.execute(
+        if await self.conn.execute(
                 "UPDATE cases SET purged_at = ?, summary = '', answer_draft = NULL, citizen_name = NULL,"
                 " nik = NULL, nik_problem = NULL WHERE id = ? AND state = 'closed' AND purged_at IS NULL",
-                (ts(at), case_id)) as cur:
-            if cur.rowcount != 1:
-                return False
-        await self.db.execute(f"UPDATE inbound SET {self._INBOUND_BLANK} WHERE case_id = ?", (case_id,))
-        await self.db.execute(
+                ts(at), case_id) != 1:
+            return False
+        await self.conn.execute(f"UPDATE inbound SET {self._INBOUND_BLANK} WHERE case_id = ?", case_id)
+        await self.conn.execute(
             f"UPDATE deliveries SET {self._DELIVERY_BLANK} WHERE case_id = ? AND external_id NOT LIKE 'purged:%'",
-            (case_id,))
-        await self.db.execute(f"UPDATE outbox SET {self._OUTBOX_BLANK} WHERE case_id = ? AND state != 'pending'",
-                              (case_id,))
-        await self.db.execute("UPDATE ratings SET comment = NULL WHERE case_id = ?", (case_id,))
-        await self.db.execute("DELETE FROM held_messages WHERE case_id = ?", (case_id,))
+            case_id)
+        await self.conn.execute(f"UPDATE outbox SET {self._OUTBOX_BLANK} WHERE case_id = ? AND state != 'pending'",
+                                case_id)
+        await self.conn.execute("UPDATE ratings SET comment = NULL WHERE case_id = ?", case_id)
+        await self.conn.execute("DELETE FROM held_messages WHERE case_id = ?", case_id)
         return True
 
     async def rating_of(self, case_id: int) -> Row | None:
@@ -958,8 +954,8 @@ class Tx:
     async def clean_event(self, event_id: int, note: str | None, data: dict[str, Any] | None) -> None:
         """An event of a purged case without its personal data (migration 8's trigger allows
         only that: the note cleared, the data reduced to some of its keys)."""
-        await self.db.execute("UPDATE case_events SET note = ?, data = ? WHERE id = ?",
-                              (note, json.dumps(data, ensure_ascii=False) if data else None, event_id))
+        await self.conn.execute("UPDATE case_events SET note = ?, data = ? WHERE id = ?",
+                                note, json.dumps(data, ensure_ascii=False) if data else None, event_id)
 
     async def citizens_to_anonymise(self, silent_since: datetime, purging: Sequence[int] = ()) -> list[Row]:
         """Citizens silent since before ``silent_since`` whose every case is purged (or among
@@ -987,24 +983,25 @@ class Tx:
         targets = json.dumps([f"{c['channel']}:{c['address']}{end}" for c in citizens for end in ("", ":read")],
                              ensure_ascii=False)
         ids = json.dumps([c["id"] for c in citizens])
-        await self.db.execute(
+        await self.conn.execute(
             f"UPDATE inbound SET {self._INBOUND_BLANK} WHERE case_id IS NULL AND state != 'new'"
             " AND (channel, address) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')"
-            " FROM json_each(?))", (keys,))
-        await self.db.execute(
+            " FROM json_each(?))", keys)
+        await self.conn.execute(
             f"UPDATE deliveries SET {self._DELIVERY_BLANK} WHERE external_id NOT LIKE 'purged:%' AND outbox_id IN"
-            " (SELECT id FROM outbox WHERE target IN (SELECT value FROM json_each(?)))", (targets,))
-        await self.db.execute(
+            " (SELECT id FROM outbox WHERE target IN (SELECT value FROM json_each(?)))", targets)
+        await self.conn.execute(
             f"UPDATE outbox SET {self._OUTBOX_BLANK} WHERE case_id IS NULL AND state != 'pending'"
-            " AND target IN (SELECT value FROM json_each(?))", (targets,))
+            " AND target IN (SELECT value FROM json_each(?))", targets)
         for table in ("conversations", "held_messages"):
-            await self.db.execute(f"DELETE FROM {table} WHERE citizen_id IN (SELECT value FROM json_each(?))", (ids,))
+            await self.conn.execute(f"DELETE FROM {table} WHERE citizen_id IN (SELECT value FROM json_each(?))",
+                                    ids)
         if delete:
-            await self.db.execute("DELETE FROM citizens WHERE id IN (SELECT value FROM json_each(?))", (ids,))
+            await self.conn.execute("DELETE FROM citizens WHERE id IN (SELECT value FROM json_each(?))", ids)
         else:
-            await self.db.execute(
+            await self.conn.execute(
                 "UPDATE citizens SET address = 'purged:' || id, name = NULL, user_id = NULL, username = NULL,"
-                " last_inbound_at = NULL, purged_at = ? WHERE id IN (SELECT value FROM json_each(?))", (ts(at), ids))
+                " last_inbound_at = NULL, purged_at = ? WHERE id IN (SELECT value FROM json_each(?))", ts(at), ids)
 
     async def count_loose(self, before: datetime) -> dict[str, int]:
         """How many rows of no case, older than ``before``, a purge would clear (per table)."""
@@ -1020,6 +1017,5 @@ class Tx:
             blank = {"inbound": self._INBOUND_BLANK, "outbox": self._OUTBOX_BLANK,
                      "deliveries": self._DELIVERY_BLANK}.get(table)
             sql = f"UPDATE {table} SET {blank} WHERE {where}" if blank else f"DELETE FROM {table} WHERE {where}"
-            async with self.db.execute(sql, (ts(before),)) as cur:
-                out[table] = cur.rowcount
+            out[table] = await self.conn.execute(sql, ts(before))
         return out

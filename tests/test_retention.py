@@ -445,7 +445,7 @@ async def test_the_audit_trail_stays_append_only(office: Office) -> None:
     async def refused(sql: str, *args: Any, match: str = "append-only") -> None:
         with pytest.raises(Exception, match=match):
             async with o.store.transaction() as tx:
-                await tx.db.execute(sql, args)
+                await tx.conn.db.execute(sql, args)
 
     await refused("UPDATE case_events SET note = NULL WHERE case_id = ?", wati["id"])        # not purged
     await refused("UPDATE case_events SET note = NULL WHERE case_id = ?", siti["id"])        # not purged yet
@@ -461,7 +461,7 @@ async def test_the_audit_trail_stays_append_only(office: Office) -> None:
     await refused("UPDATE cases SET purged_at = NULL WHERE id = ?", siti["id"], match="once")
     await refused("UPDATE cases SET state = 'open' WHERE id = ?", siti["id"], match="stays closed")
     async with o.store.transaction() as tx:             # what is allowed: losing a kept note, or data keys
-        await tx.db.execute("UPDATE case_events SET note = NULL, data = NULL WHERE case_id = ?", (siti["id"],))
+        await tx.conn.db.execute("UPDATE case_events SET note = NULL, data = NULL WHERE case_id = ?", (siti["id"],))
 
 
 async def test_the_database_and_media_are_owner_only(tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ async def test_case_events_are_append_only(store: Store) -> None:
         await tx.add_event(case_id, at=T0, actor="bot", kind="opened")
     with pytest.raises(Exception, match="append-only"):
         async with store.transaction() as tx:
-            await tx.db.execute("UPDATE case_events SET note = 'x'")
+            await tx.conn.db.execute("UPDATE case_events SET note = 'x'")
 
 
 async def test_a_citizen_may_have_more_than_one_open_case(store: Store) -> None:
