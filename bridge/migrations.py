@@ -4,16 +4,18 @@ One function per version, registered with ``@upgrade(n)``; never edit one that h
 released: add the next number instead. The store runs each upgrade inside one
 transaction with the new ``user_version``, so an upgrade that fails changes nothing.
 Scripts go through ``run_script`` (statement by statement on the open transaction), never
-``executescript``, which commits whatever is pending before it starts.
+``executescript``, which commits whatever is pending before it starts. Each upgrade gets a
+bridge.db.Conn; the scripts are SQLite's so far (PostgreSQL's statements, where the two
+must differ, are the next step of the PostgreSQL backend).
 """
 from __future__ import annotations
 
 import sqlite3
 from typing import Awaitable, Callable
 
-import aiosqlite
+from bridge.db import Conn
 
-Upgrade = Callable[[aiosqlite.Connection], Awaitable[None]]
+Upgrade = Callable[[Conn], Awaitable[None]]
 UPGRADES: dict[int, Upgrade] = {}
 
 
@@ -26,7 +28,7 @@ def upgrade(version: int) -> Callable[[Upgrade], Upgrade]:
     return register
 
 
-async def run_script(db: aiosqlite.Connection, script: str) -> None:
+async def run_script(db: Conn, script: str) -> None:
     """Run the statements of ``script`` one by one, inside the caller's transaction."""
     statement = ""
     for line in script.splitlines(keepends=True):
@@ -41,7 +43,7 @@ async def run_script(db: aiosqlite.Connection, script: str) -> None:
 
 
 @upgrade(1)
-async def initial_schema(db: aiosqlite.Connection) -> None:
+async def initial_schema(db: Conn) -> None:
     await run_script(db, """
     CREATE TABLE citizens (
         id              INTEGER PRIMARY KEY,
@@ -178,7 +180,7 @@ async def initial_schema(db: aiosqlite.Connection) -> None:
 
 
 @upgrade(2)
-async def staff_workflow(db: aiosqlite.Connection) -> None:
+async def staff_workflow(db: Conn) -> None:
     await run_script(db, """
     ALTER TABLE cases ADD COLUMN unit TEXT;                 -- [[units]] name: its kasi/kabid rooms
     ALTER TABLE cases ADD COLUMN approved_role TEXT;
@@ -199,7 +201,7 @@ async def staff_workflow(db: aiosqlite.Connection) -> None:
 
 
 @upgrade(3)
-async def sla_clocks(db: aiosqlite.Connection) -> None:
+async def sla_clocks(db: Conn) -> None:
     await run_script(db, """
     ALTER TABLE cases ADD COLUMN step_warn_at TEXT;
     ALTER TABLE cases ADD COLUMN warn_at TEXT;              -- of the total deadline (due_at)
@@ -218,7 +220,7 @@ async def sla_clocks(db: aiosqlite.Connection) -> None:
 
 
 @upgrade(4)
-async def review_fixes(db: aiosqlite.Connection) -> None:
+async def review_fixes(db: Conn) -> None:
     await run_script(db, """
     ALTER TABLE cases ADD COLUMN answer_sent_at TEXT;       -- the channel took the answer
     ALTER TABLE cases ADD COLUMN drafted_by TEXT;           -- who wrote the draft (four eyes)
@@ -264,7 +266,7 @@ async def review_fixes(db: aiosqlite.Connection) -> None:
 
 
 @upgrade(5)
-async def card_posts(db: aiosqlite.Connection) -> None:
+async def card_posts(db: Conn) -> None:
     await run_script(db, """
     -- Every card ever posted (cards keeps the live one per room): so that each earlier
     -- card can be edited to say where the case is now, and events on it find their case.
@@ -282,7 +284,7 @@ async def card_posts(db: aiosqlite.Connection) -> None:
 
 
 @upgrade(6)
-async def citizen_conversation(db: aiosqlite.Connection) -> None:
+async def citizen_conversation(db: Conn) -> None:
     await run_script(db, """
     ALTER TABLE citizens ADD COLUMN username TEXT;           -- WhatsApp username, when one comes
 
@@ -329,7 +331,7 @@ async def citizen_conversation(db: aiosqlite.Connection) -> None:
 
 
 @upgrade(7)
-async def channel_cursors(db: aiosqlite.Connection) -> None:
+async def channel_cursors(db: Conn) -> None:
     await run_script(db, """
     -- Where a polling channel stands (Telegram: the next getUpdates offset), written in the
     -- transaction that stores the updates it confirms.
@@ -342,7 +344,7 @@ async def channel_cursors(db: aiosqlite.Connection) -> None:
 
 
 @upgrade(8)
-async def retention(db: aiosqlite.Connection) -> None:
+async def retention(db: Conn) -> None:
     """Retention (UU 27/2022, bridge/retention.py): a closed case's personal data is removed
     after the office's period, and its anonymous figures stay.
 
@@ -388,7 +390,7 @@ async def retention(db: aiosqlite.Connection) -> None:
 
 
 @upgrade(9)
-async def sent_refs(db: aiosqlite.Connection) -> None:
+async def sent_refs(db: Conn) -> None:
     await run_script(db, """
     -- The reference we gave a send (biz_opaque_callback_data), as its status brings it back:
     -- a send cut short (a timeout, a crash) whose status comes is found taken, not sent again.
@@ -398,7 +400,7 @@ async def sent_refs(db: aiosqlite.Connection) -> None:
 
 
 @upgrade(10)
-async def leases(db: aiosqlite.Connection) -> None:
+async def leases(db: Conn) -> None:
     await run_script(db, """
     -- Work that one process at a time does (the Matrix sync, a channel's polling), when
     -- several bridge processes share a database: held until expires_at, renewed by its

@@ -225,7 +225,7 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         log.info("database: upgrading schema to version %d", version)
         await db.execute("BEGIN IMMEDIATE")
         try:
-            await UPGRADES[version](db)
+            await UPGRADES[version](SQLiteConn(db))
             await db.execute(f"PRAGMA user_version = {version}")
         except BaseException:
             await db.rollback()

@@ -178,10 +178,11 @@ async def test_a_failing_schema_upgrade_changes_nothing(tmp_path: Path, monkeypa
 
 async def test_run_script_keeps_a_trigger_body_whole() -> None:
     import aiosqlite
+    from bridge.db import SQLiteConn
     from bridge.migrations import run_script
     async with aiosqlite.connect(":memory:", isolation_level=None) as db:
         await db.execute("BEGIN")
-        await run_script(db, """
+        await run_script(SQLiteConn(db), """
         CREATE TABLE t (x INTEGER);
         CREATE TRIGGER t_no_delete BEFORE DELETE ON t
             BEGIN SELECT RAISE(ABORT, 'no; not ever'); END;
