@@ -21,15 +21,17 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
+import sqlite3
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 import aiosqlite
 
 Row = dict[str, Any]
+T = TypeVar("T")
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
 
 
@@ -167,6 +169,10 @@ class Database(abc.ABC):
 
 
 class SQLiteDatabase(Database):
+    """Two connections: one writer (every transaction, ``BEGIN IMMEDIATE`` under a lock, so
+    there is one writer as SQLite wants) and one reader (WAL lets it read committed data
+    while a write is under way)."""
+
     dialect = SQLITE
 
     def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
@@ -174,23 +180,42 @@ class SQLiteDatabase(Database):
         self._write_lock, self._read_lock = asyncio.Lock(), asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> "SQLiteDatabase":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await cls._connect(path)
-        await SQLiteConn(writer).execute("PRAGMA journal_mode = WAL")
-        return cls(writer, await cls._connect(path))
+    async def open(cls, path: Path, *, read_only: bool = False) -> "SQLiteDatabase":
+        """The file at ``path`` in WAL mode (``read_only``: opened so, nothing written, and
+        a transaction fails). Deleted and overwritten content is zeroed (``secure_delete``),
+        so that removed personal data leaves no copy in the file's free space."""
+        writer = await cls._connect(path, read_only)
+        try:
+            if not read_only:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                await SQLiteConn(writer).execute("PRAGMA secure_delete = ON")
+                await SQLiteConn(writer).execute("PRAGMA journal_mode = WAL")
+            reader = await cls._connect(path, read_only)
+        except BaseException:
+            await writer.close()       # not left to the garbage collector, at a moment of its choosing
+            raise
+        return cls(writer, reader)
 
     @staticmethod
-    async def _connect(path: Path) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(path, isolation_level=None)
-        for pragma in ("busy_timeout = 5000", "foreign_keys = ON", "synchronous = NORMAL"):
-            await SQLiteConn(db).execute(f"PRAGMA {pragma}")     # each statement closed: no lock kept
+    async def _connect(path: Path, read_only: bool) -> aiosqlite.Connection:
+        if read_only:
+            db = await aiosqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+        else:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            for pragma in ("busy_timeout = 5000", "foreign_keys = ON", "synchronous = NORMAL"):
+                await SQLiteConn(db).execute(f"PRAGMA {pragma}")     # each statement closed: no lock kept
+        except BaseException:
+            await db.close()
+            raise
         return db
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         async with self._write_lock:
             try:
+                # Inside the try: a task cancelled while BEGIN runs on the connection's
+                # thread still rolls back (queued after it), so the next one can begin.
                 await self._writer.execute("BEGIN IMMEDIATE")
                 yield SQLiteConn(self._writer)
             except BaseException:
@@ -208,11 +233,55 @@ class SQLiteDatabase(Database):
             finally:
                 await self._reader.rollback()
 
+    async def schema_version(self) -> int:
+        return await SQLiteConn(self._writer).fetchval("PRAGMA user_version")
+
+    async def upgrade(self, version: int, fn: Callable[[Conn], Awaitable[None]]) -> None:
+        """Run ``fn`` and set the schema version, in one transaction: a failure changes nothing."""
+        async with self.transaction() as conn:
+            await fn(conn)
+            await conn.execute(f"PRAGMA user_version = {int(version)}")
+
+    async def in_one_hop(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` on the writer's own thread, in a transaction of its own (BEGIN IMMEDIATE,
+        ``fn``, COMMIT; ROLLBACK on any exception): one hop for all of it, where
+        ``transaction()`` makes a hop of every statement (each waits for a turn of a busy
+        event loop, and on the thread each lets go of the GIL and must get it back)."""
+        async with self._write_lock:
+            # aiosqlite's Connection._execute(fn, *args) runs fn on its thread (aiosqlite is
+            # pinned in requirements.txt; its public API has no such call).
+            return await self._writer._execute(_in_one_transaction, self._writer._conn, fn)
+
+    async def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the file and empty it (TRUNCATE). False when a
+        reader of another process kept it from finishing (the next one will)."""
+        async with self._write_lock:
+            busy = await SQLiteConn(self._writer).fetchval("PRAGMA wal_checkpoint(TRUNCATE)")
+        return busy == 0
+
+    async def vacuum(self) -> None:
+        """Rebuild the file; holds the write lock for as long as it takes."""
+        async with self._write_lock:
+            await SQLiteConn(self._writer).execute("VACUUM")
+
     async def close(self) -> None:
         async with self._write_lock:
             await self._writer.close()
         async with self._read_lock:
             await self._reader.close()
+
+
+def _in_one_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """BEGIN IMMEDIATE, ``fn``, COMMIT; ROLLBACK on any exception (COMMIT's own included)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    return result
 
 
 class PostgresDatabase(Database):

@@ -1,18 +1,16 @@
-"""SQLite storage through aiosqlite: the only module that speaks SQL (its statements run on
-a bridge.db.Conn, written once for SQLite and PostgreSQL; only the connections, the
-migrations and the inbound fast path below are SQLite's own so far).
+"""The bridge's storage: the only module that speaks SQL.
 
-Two connections: one writer (every transaction, ``BEGIN IMMEDIATE`` under a lock, so
-there is one writer as SQLite wants) and one reader (WAL lets it read committed data
-while a write is under way). Callers use ``async with store.transaction() as tx`` or
-``async with store.reading() as tx`` and call the query methods of ``Tx``; nothing above
-this module knows which database it talks to. Rows come back as dicts of typed values:
-times are aware datetimes (stored as text in the fixed-width UTC form of bridge.clock.ts). Neither context nests in one task (each
+Its statements run on a bridge.db.Conn, written once for SQLite and PostgreSQL; the
+database is SQLite for now (bridge.db.SQLiteDatabase: one writer under a lock, one WAL
+reader), and the migrations and the inbound fast path below are still SQLite's own. Callers
+use ``async with store.transaction() as tx`` or ``async with store.reading() as tx`` and
+call the query methods of ``Tx``; nothing above this module knows which database it talks
+to. Rows come back as dicts of typed values: times are aware datetimes (stored as text in
+the fixed-width UTC form of bridge.clock.ts). Neither context nests in one task (each
 holds its lock): finish one before opening the next.
 """
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import json
 import logging
@@ -23,19 +21,16 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Sequence, TypeVar
-
-import aiosqlite
+from typing import Any, AsyncIterator, Iterator, Sequence
 
 from bridge.channels.base import STATUS_ORDER, InboundMessage, StatusUpdate
 from bridge.clock import parse_ts, ts
-from bridge.db import Conn, SQLiteConn
+from bridge.db import Conn, SQLiteConn, SQLiteDatabase
 from bridge.migrations import UPGRADES
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
-T = TypeVar("T")
 
 # The SLA check's read: a range on the partial index cases_next_alert, whatever the number of open cases.
 DUE_FOR_ALERT = ("SELECT * FROM cases WHERE next_alert_at IS NOT NULL AND next_alert_at <= ?"
@@ -50,12 +45,9 @@ class NoDatabase(Exception):
 
 
 class Store:
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(self, path: Path, db: SQLiteDatabase) -> None:
         self.path = path
-        self._writer = writer
-        self._reader = reader
-        self._write_lock = asyncio.Lock()
-        self._read_lock = asyncio.Lock()
+        self.db = db
 
     @classmethod
     async def open(cls, path: Path | str, *, create: bool = True) -> "Store":
@@ -69,114 +61,82 @@ class Store:
             return await cls._open_existing(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         _owner_only(path)
-        writer = await _connect(path)
+        db = await SQLiteDatabase.open(path)
         try:
-            # Deleted and overwritten content is zeroed, not left in free space: a purge
-            # (bridge/retention.py) leaves no copy of what it removed in the file.
-            await writer.execute("PRAGMA secure_delete = ON")
-            await writer.execute("PRAGMA journal_mode = WAL")
-            await _migrate(writer)
+            await _migrate(db)
         except BaseException:
-            await writer.close()       # not left to the garbage collector, at a moment of its choosing
+            await db.close()           # not left to the garbage collector, at a moment of its choosing
             raise
-        reader = await _connect(path)
-        return cls(path, writer, reader)
+        return cls(path, db)
 
     @classmethod
     async def _open_existing(cls, path: Path) -> "Store":
         if not path.is_file():
             raise NoDatabase(f"no database at {path}")
-        writer = await _connect(path, read_only=True)      # a transaction on it fails: read-only
+        db = await SQLiteDatabase.open(path, read_only=True)      # a transaction on it fails: read-only
         try:
-            async with writer.execute("PRAGMA user_version") as cur:
-                (current,) = await cur.fetchone()
+            current = await db.schema_version()
         except BaseException:
-            await writer.close()
+            await db.close()
             raise
         if current != max(UPGRADES):
-            await writer.close()
+            await db.close()
             raise NoDatabase(f"{path} has schema {current}, this code reads {max(UPGRADES)}"
                              + (": start the bridge once to upgrade it" if current < max(UPGRADES) else ""))
-        return cls(path, writer, await _connect(path, read_only=True))
+        return cls(path, db)
 
     async def close(self) -> None:
-        async with self._write_lock:
-            await self._writer.close()
-        async with self._read_lock:
-            await self._reader.close()
+        await self.db.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator["Tx"]:
         """One atomic unit of work; commits on success, rolls back on any exception."""
-        _not_within(self._write_lock, "transaction")
-        async with self._write_lock:
-            with _holding(self._write_lock):
-                try:
-                    # Inside the try: a task cancelled while BEGIN runs on the connection's
-                    # thread still rolls back (queued after it), so the next one can begin.
-                    await self._writer.execute("BEGIN IMMEDIATE")
-                    yield Tx(SQLiteConn(self._writer))
-                except BaseException:
-                    await self._writer.rollback()
-                    raise
-                else:
-                    await self._writer.commit()
+        _not_within(self, "transaction")
+        async with self.db.transaction() as conn:
+            with _holding(self, "transaction"):
+                yield Tx(conn)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator["Tx"]:
         """A consistent read-only view of committed data."""
-        _not_within(self._read_lock, "reading")
-        async with self._read_lock:
-            with _holding(self._read_lock):
-                await self._reader.execute("BEGIN")
-                try:
-                    yield Tx(SQLiteConn(self._reader))
-                finally:
-                    await self._reader.rollback()
+        _not_within(self, "reading")
+        async with self.db.reading() as conn:
+            with _holding(self, "reading"):
+                yield Tx(conn)
 
     async def checkpoint(self) -> bool:
         """Copy the write-ahead log into the database file and empty it (TRUNCATE), so that
         earlier page images (of purged rows, say) leave the -wal file too. False when a
         reader of another process kept it from finishing (the next one will)."""
-        async with self._write_lock:
-            async with self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
-                busy, _, _ = await cur.fetchone()
-        return busy == 0
+        return await self.db.checkpoint()
 
     async def vacuum(self) -> None:
         """Rebuild the file (``purge --vacuum``): no free page keeps anything written before
         ``secure_delete`` was on. Holds the write lock for as long as it takes."""
-        async with self._write_lock:
-            await self._writer.execute("VACUUM")
+        await self.db.vacuum()
 
     async def insert_inbound(self, items: Sequence[tuple[InboundMessage, datetime]]) -> set[tuple[str, str]]:
         """Store inbound messages (each with when it arrived) in a transaction of their own:
         the webhooks' path (bridge/intake.py). Returns the (channel, external id) stored
-        now; the others were seen before.
-
-        The whole transaction (BEGIN IMMEDIATE, the inserts, COMMIT) is ONE hop to the
-        writer's thread, where ``transaction()`` makes a hop of every statement: under load
-        each hop waits for a turn of the event loop, and on the thread each statement lets
-        go of the GIL and must get it back from a busy loop.
-        """
-        async with self._write_lock:
-            return await self._writer._execute(_in_one_transaction, self._writer._conn,
-                                               partial(_insert_inbound, items=items))
+        now; the others were seen before. The whole transaction is one hop to the writer's
+        thread (SQLiteDatabase.in_one_hop)."""
+        return await self.db.in_one_hop(partial(_insert_inbound, items=items))
 
 
-# The locks the current task holds: one more of the same in it would wait for itself.
-_HELD: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("store_locks_held", default=frozenset())
+# What the current task holds open, by store: one more of the same in it would wait for itself.
+_HELD: contextvars.ContextVar[frozenset[tuple[int, str]]] = contextvars.ContextVar("store_held",
+                                                                                  default=frozenset())
 
 
-def _not_within(lock: asyncio.Lock, what: str) -> None:
-    if id(lock) in _HELD.get():
+def _not_within(store: "Store", what: str) -> None:
+    if (id(store), what) in _HELD.get():
         raise RuntimeError(f"store.{what}() inside another in the same task would wait for itself forever: "
                            "read what is needed first, then open the next one")
 
 
 @contextmanager
-def _holding(lock: asyncio.Lock) -> Iterator[None]:
-    token = _HELD.set(_HELD.get() | {id(lock)})
+def _holding(store: "Store", what: str) -> Iterator[None]:
+    token = _HELD.set(_HELD.get() | {(id(store), what)})
     try:
         yield
     finally:
@@ -203,39 +163,17 @@ def _owner_only(path: Path) -> None:
             log.warning("database: cannot make %s readable by its owner only: not its owner", p)
 
 
-async def _connect(path: Path, *, read_only: bool = False) -> aiosqlite.Connection:
-    if read_only:
-        db = await aiosqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-    else:
-        db = await aiosqlite.connect(path, isolation_level=None)
-    db.row_factory = aiosqlite.Row
-    await db.execute("PRAGMA foreign_keys = ON")
-    await db.execute("PRAGMA busy_timeout = 5000")
-    await db.execute("PRAGMA synchronous = NORMAL")
-    return db
-
-
-async def _migrate(db: aiosqlite.Connection) -> None:
-    async with db.execute("PRAGMA user_version") as cur:
-        (current,) = await cur.fetchone()
+async def _migrate(db: SQLiteDatabase) -> None:
+    current = await db.schema_version()
     latest = max(UPGRADES)
     if current > latest:
         raise RuntimeError(f"database schema {current} is newer than this code knows ({latest})")
     for version in range(current + 1, latest + 1):
         log.info("database: upgrading schema to version %d", version)
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await UPGRADES[version](SQLiteConn(db))
-            await db.execute(f"PRAGMA user_version = {version}")
-        except BaseException:
-            await db.rollback()
-            raise
-        await db.commit()
+        await db.upgrade(version, UPGRADES[version])
 
 
-# -- plain sqlite3, run on an aiosqlite connection's thread in one hop for all of it:
-# aiosqlite's Connection._execute(fn, *args) runs fn there (aiosqlite is pinned in
-# requirements.txt; its public API has no such call).
+# -- plain sqlite3, run on the writer's thread in one hop for all of it (in_one_hop).
 _INBOUND_ROWS = 500        # rows of one statement below: 7 parameters each, far under SQLite's 32,766
 
 
@@ -256,19 +194,6 @@ def _insert_inbound(conn: sqlite3.Connection, items: Sequence[tuple[InboundMessa
                                             json.dumps(m.to_dict(), ensure_ascii=False))])
         new.update(k for k in keys if k not in known)
     return new
-
-
-def _in_one_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """BEGIN IMMEDIATE, ``fn``, COMMIT; ROLLBACK on any exception (COMMIT's own included)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.rollback()
-        raise
-    return result
 
 
 # Times are stored as text (bridge.clock.ts: UTC, fixed width, so text order is time order)

@@ -283,13 +283,13 @@ async def test_a_round_of_webhooks_is_one_hop_and_waits_for_another_process_off_
     When another process (a shell command) holds the database's write lock, that hop waits
     there (busy_timeout), and the event loop goes on meanwhile."""
     hops: list[str] = []
-    execute = store._writer._execute
+    execute = store.db._writer._execute
 
     async def counting_execute(fn, *args, **kwargs):
         hops.append(getattr(fn, "__name__", repr(fn)))
         return await execute(fn, *args, **kwargs)
 
-    monkeypatch.setattr(store._writer, "_execute", counting_execute)
+    monkeypatch.setattr(store.db._writer, "_execute", counting_execute)
     async with WriteLockHeld(store):
         callers = [asyncio.create_task(intake.accept([msg(f"wamid.h{i}")], [])) for i in range(10)]
         await settle()
