@@ -33,6 +33,7 @@ import aiosqlite
 Row = dict[str, Any]
 T = TypeVar("T")
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
+SCHEMA_LOCK = 0x70656E67    # PostgreSQL's advisory lock key for schema upgrades ("peng")
 
 
 class BadDatabaseUrl(ValueError):
@@ -167,6 +168,16 @@ class Database(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    @abc.abstractmethod
+    async def schema_version(self) -> int:
+        """The schema version the database has (0: none yet)."""
+
+    @abc.abstractmethod
+    async def upgrade(self, version: int, fn: Callable[[Conn], Awaitable[None]]) -> bool:
+        """Run ``fn`` and set the schema to ``version``, in one transaction (a failure changes
+        nothing), unless the database is already there: another process starting at the
+        same moment did it. True: this call did it."""
+
 
 class SQLiteDatabase(Database):
     """Two connections: one writer (every transaction, ``BEGIN IMMEDIATE`` under a lock, so
@@ -236,11 +247,13 @@ class SQLiteDatabase(Database):
     async def schema_version(self) -> int:
         return await SQLiteConn(self._writer).fetchval("PRAGMA user_version")
 
-    async def upgrade(self, version: int, fn: Callable[[Conn], Awaitable[None]]) -> None:
-        """Run ``fn`` and set the schema version, in one transaction: a failure changes nothing."""
-        async with self.transaction() as conn:
+    async def upgrade(self, version: int, fn: Callable[[Conn], Awaitable[None]]) -> bool:
+        async with self.transaction() as conn:          # BEGIN IMMEDIATE: one process at a time
+            if await conn.fetchval("PRAGMA user_version") >= version:
+                return False
             await fn(conn)
             await conn.execute(f"PRAGMA user_version = {int(version)}")
+        return True
 
     async def in_one_hop(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn`` on the writer's own thread, in a transaction of its own (BEGIN IMMEDIATE,
@@ -304,6 +317,25 @@ class PostgresDatabase(Database):
     async def reading(self) -> AsyncIterator[Conn]:
         async with self._pool.acquire() as db, db.transaction(isolation="repeatable_read", readonly=True):
             yield PostgresConn(db)
+
+    async def schema_version(self) -> int:
+        async with self._pool.acquire() as db:
+            if await db.fetchval("SELECT to_regclass('schema_version')") is None:
+                return 0
+            return await db.fetchval("SELECT version FROM schema_version") or 0
+
+    async def upgrade(self, version: int, fn: Callable[[Conn], Awaitable[None]]) -> bool:
+        async with self.transaction() as conn:
+            # One process at a time, until this transaction ends; the next one finds it done.
+            await conn.execute("SELECT pg_advisory_xact_lock(?)", SCHEMA_LOCK)
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL,"
+                               " one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one))")
+            if (await conn.fetchval("SELECT version FROM schema_version") or 0) >= version:
+                return False
+            await fn(conn)
+            await conn.execute("INSERT INTO schema_version (version) VALUES (?)"
+                               " ON CONFLICT (one) DO UPDATE SET version = excluded.version", version)
+        return True
 
     async def close(self) -> None:
         await self._pool.close()

@@ -11,11 +11,14 @@ from bridge.db import BadDatabaseUrl, Database, numbered, parse_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path):
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/db.sqlite"          # sqlite:/// + an absolute path: four slashes
-    else:
-        url = request.getfixturevalue("postgres_db")
+        return f"sqlite:///{tmp_path}/db.sqlite"          # sqlite:/// + an absolute path: four slashes
+    return request.getfixturevalue("postgres_db")
+
+
+@pytest.fixture
+async def db(url: str):
     database = await Database.open(url)
     async with database.transaction() as conn:
         await conn.execute("CREATE TABLE cases (id BIGINT PRIMARY KEY, ticket TEXT NOT NULL UNIQUE,"
@@ -84,3 +87,36 @@ async def test_a_failed_transaction_leaves_nothing_and_a_reader_sees_only_what_w
     assert seen_during == [0]
     async with db.reading() as conn:
         assert [r["id"] for r in await conn.fetch("SELECT id FROM cases ORDER BY id")] == [2]
+
+
+async def test_schema_upgrades_run_once_whole_or_not_at_all_even_from_two_processes(db: Database, url: str) -> None:
+    ran: list[str] = []
+
+    def creating(table: str):
+        async def upgrade(conn) -> None:
+            ran.append(table)
+            await conn.execute(f"CREATE TABLE {table} (x INTEGER)")
+        return upgrade
+
+    assert await db.schema_version() == 0
+    assert await db.upgrade(1, creating("t1")) is True
+    assert await db.schema_version() == 1
+    assert await db.upgrade(1, creating("t1_again")) is False and ran == ["t1"]     # already there
+
+    async def broken(conn) -> None:
+        await conn.execute("CREATE TABLE half_done (x INTEGER)")
+        raise RuntimeError("upgrade failed half way")
+    with pytest.raises(RuntimeError):
+        await db.upgrade(2, broken)
+    assert await db.schema_version() == 1
+    async with db.transaction() as conn:
+        await conn.execute("CREATE TABLE half_done (y INTEGER)")    # the failed one left no table behind
+        await conn.execute("DROP TABLE half_done")
+
+    other = await Database.open(url)                                # a second process, starting at once
+    try:
+        done = await asyncio.gather(db.upgrade(2, creating("t2_here")), other.upgrade(2, creating("t2_there")))
+    finally:
+        await other.close()
+    assert sorted(done) == [False, True] and len(ran) == 2            # one of them did it, once
+    assert await db.schema_version() == 2
