@@ -162,7 +162,7 @@ class LocalSynapse:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and not self._leader_exited(self._proc)
+        return self._proc is not None and not exited(self._proc)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -200,10 +200,10 @@ class LocalSynapse:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if not self._leader_exited(proc):
+        if not exited(proc):
             _signal_group(proc.pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while not self._leader_exited(proc) and time.monotonic() < deadline:
+            while not exited(proc) and time.monotonic() < deadline:
                 time.sleep(0.05)
         # The leader is dead but not reaped yet (a zombie), so its pid cannot be
         # reused and the group id still names only our processes: kill whatever
@@ -398,7 +398,7 @@ class LocalSynapse:
             )  # fmt: skip
         self._proc, self._port = proc, port
         while True:
-            if self._leader_exited(proc):
+            if exited(proc):
                 self.stop()
                 self._port = None
                 output = _read_from(out_path, out_offset) + _read_from(self.log_path, log_offset)
@@ -425,16 +425,6 @@ class LocalSynapse:
         except (OSError, http.client.HTTPException):  # URLError is an OSError
             return False
 
-    @staticmethod
-    def _leader_exited(proc: subprocess.Popen[bytes]) -> bool:
-        """True once the process has exited; leaves it unreaped (WNOWAIT)."""
-        if proc.returncode is not None:
-            return True
-        try:
-            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return True
-        return info is not None
 
     def _diagnostics(self, out_path: Path, out_offset: int) -> str:
         parts = [f"--- tail of {self.log_path} ---", _tail(self.log_path)]
@@ -501,6 +491,18 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 def _is_bind_error(output: str) -> bool:
     return "Address already in use" in output or "CannotListenError" in output
+
+
+def exited(proc: subprocess.Popen[bytes]) -> bool:
+    """True once the process has exited; leaves it unreaped (WNOWAIT), so its pid stays ours
+    (and its process group with it) until the caller waits for it."""
+    if proc.returncode is not None:
+        return True
+    try:
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
 
 
 def _size(path: Path) -> int:

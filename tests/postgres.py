@@ -58,7 +58,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from bridge.homeserver import _read_from, _size   # a log file read from where the last read ended
+from bridge.homeserver import _read_from, _size, exited
 
 __all__ = ["PostgresError", "PostgresServer", "find_bin_dir"]
 
@@ -174,7 +174,7 @@ class PostgresServer:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and not _exited(self._proc)
+        return self._proc is not None and not exited(self._proc)
 
     # -- databases --------------------------------------------------------------
 
@@ -268,12 +268,12 @@ class PostgresServer:
                 watchdog.stdin.close()
         proc, self._proc = self._proc, None
         if proc is not None:
-            if not _exited(proc):
+            if not exited(proc):
                 _signal(proc.pid, signal.SIGINT)  # SIGINT: fast shutdown
                 deadline = time.monotonic() + timeout
-                while not _exited(proc) and time.monotonic() < deadline:
+                while not exited(proc) and time.monotonic() < deadline:
                     time.sleep(_POLL_INTERVAL)
-            if not _exited(proc):  # it hung: kill it and its children (each child of a
+            if not exited(proc):  # it hung: kill it and its children (each child of a
                 # postmaster calls setsid(), so they are not in its process group)
                 for pid in [proc.pid, *_children(proc.pid)]:
                     _signal(pid, signal.SIGKILL)
@@ -348,7 +348,7 @@ class PostgresServer:
             start_new_session=True,
         )
         while True:
-            if _exited(proc):
+            if exited(proc):
                 output = _read_from(self.log_path, offset)
                 self._stop_processes()  # reap it; the cluster stays for another attempt
                 error = _BindError if _is_bind_error(output) else PostgresError
@@ -391,17 +391,6 @@ def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and not k.startswith("LC_")}
     env.update(LANG="C", LC_ALL="C")
     return env
-
-
-def _exited(proc: subprocess.Popen[bytes]) -> bool:
-    """True once the process has exited; leaves it unreaped (WNOWAIT), so its pid stays ours."""
-    if proc.returncode is not None:
-        return True
-    try:
-        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return info is not None
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
