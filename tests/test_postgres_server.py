@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.postgres import PostgresServer, find_bin_dir
+from tests.postgres import PostgresServer, _children, find_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,16 +26,6 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[1] == str(pid):
-            found.append(int(stat.parent.name))
-    return found
 
 
 def _wait_gone(pids: list[int], timeout: float = 10) -> list[int]:
