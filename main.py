@@ -101,7 +101,7 @@ async def demo(config: str, args: argparse.Namespace) -> None:
 def print_case(settings: Settings, ticket: str) -> str:
     """The printable transcript of one case, as text, read from the database."""
     async def read() -> str:
-        store = await Store.open(settings.database_path, create=False)
+        store = await Store.open(settings.database_url, create=False)
         try:
             async with store.reading() as tx:
                 case = await tx.get_case_by_ticket(ticket.upper())
@@ -120,10 +120,10 @@ async def export(settings: Settings, month: str, out_dir: Path | None) -> str:
     """Write the month's files (default: ``reports/`` beside the database); say what was written."""
     from bridge.export import export_month, month_range
     month_range(month, settings.sla.calendar)          # a bad month is refused before anything opens
-    store = await Store.open(settings.database_path, create=False)
+    store = await Store.open(settings.database_url, create=False)
     try:
         done = await export_month(store, settings.sop, settings.sla.calendar, month,
-                                  out_dir or settings.database_path.parent / "reports")
+                                  out_dir or settings.data_dir / "reports")
     finally:
         await store.close()
     return f"{done.count} pengaduan ditulis ke {done.csv} dan {done.xlsx.name}"
@@ -137,10 +137,10 @@ async def purge(settings: Settings, days: int | None, *, dry_run: bool, vacuum: 
     if days < 1:
         raise ValueError(f"--older-than: must be at least 1 day, not {days}")
     path = settings.database_path
-    if not path.is_file():                  # like case and export: a database is never made here
+    if path is not None and not path.is_file():     # like case and export: a database is never made here
         raise NoDatabase(f"no database at {path}")
     # Read-only for a dry run; else the bridge's own way in (it may be running: one writer at a time).
-    store = await Store.open(path, create=not dry_run)
+    store = await Store.open(settings.database_url, create=not dry_run)
     try:
         done = await run_purge(store, settings.data_dir / "media", days=days, now=system_clock(),
                                dry_run=dry_run, vacuum=vacuum and not dry_run)
@@ -152,6 +152,9 @@ async def purge(settings: Settings, days: int | None, *, dry_run: bool, vacuum: 
 def backup(settings: Settings, dest: Path) -> str:
     """A consistent copy of the database and the media folder in a new folder under ``dest``."""
     from bridge.backup import backup as run_backup
+    if settings.database_path is None:
+        raise ValueError("backup copies a SQLite database; on PostgreSQL back up with pg_dump "
+                         f"(and copy {settings.data_dir / 'media'})")
     done = run_backup(settings.database_path, dest, now=system_clock(), tz=settings.sla.calendar.tz)
     return "\n".join(done.lines())
 

@@ -64,7 +64,7 @@ class Bridge:
 
     async def _start(self) -> None:
         s = self.settings
-        self.store = store = await Store.open(s.database_path)
+        self.store = store = await Store.open(s.database_url)
         self._started.append(store)
         self.outbox = Outbox(self.clock)
         self.cases = Cases(self.profile, self.outbox, self.clock, s.sla.policy,

@@ -96,7 +96,10 @@ class Settings:
     # Every known channel's settings by name (bridge/channels/registry.py), enabled or not.
     channels: dict[str, Any]
     http: HttpSettings
-    database_path: Path
+    # Where the store lives: "sqlite:///<absolute path>" or "postgresql://..." (bridge.db);
+    # database_path is the SQLite file (None on PostgreSQL), data_dir the folder of media/ and reports/.
+    database_url: str
+    database_path: Path | None
     data_dir: Path
     sop: Profile
     sla: SlaSettings
@@ -164,9 +167,7 @@ def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path,
         raise ConfigError(f"[http] port: {port} is not a TCP port")
     http = HttpSettings(host=r.get("http", "host", str, "127.0.0.1"), port=port)
 
-    db = Path(r.get("database", "path", str, "data/pengaduan.db"))
-    if not db.is_absolute():
-        db = base_dir / db
+    database_url, db, data_dir = _database(r, env, base_dir)
     sop = data.get("sop", {})
     if not isinstance(sop, dict):
         raise ConfigError("[sop]: must be a table")
@@ -178,8 +179,32 @@ def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path,
     if log_format not in ("text", "json"):
         raise ConfigError(f"[logging] format: must be \"text\" or \"json\", not {log_format!r}")
     return Settings(matrix=matrix, rooms=rooms, staff=staff, channels=channels, http=http,
-                    database_path=db, data_dir=db.parent, sop=profile, units=_units(data), sla=_sla(data),
+                    database_url=database_url, database_path=db, data_dir=data_dir, sop=profile, units=_units(data), sla=_sla(data),
                     citizen=_citizen(r, base_dir), retention=_retention(r), log_format=log_format, raw=data)
+
+
+def _database(r: "_Reader", env: Mapping[str, str], base_dir: Path) -> tuple[str, Path | None, Path]:
+    """(URL, SQLite file or None, data folder). ``DATABASE_URL`` in the environment (read by
+    the offline commands too: they open the database) wins over ``[database] url`` and
+    ``path`` (which exclude each other); with neither, the SQLite file at ``path``. The data folder
+    (media/, reports/) is beside the SQLite file, or ``[database] data_dir`` on PostgreSQL."""
+    from bridge.db import POSTGRESQL, BadDatabaseUrl, parse_url
+    if r.get("database", "url", str, "") and r.get("database", "path", str, ""):
+        raise ConfigError("[database]: give url or path, not both")
+    url = env.get("DATABASE_URL") or r.get("database", "url", str, "")
+    try:
+        dialect, target = parse_url(url) if url else ("sqlite", r.get("database", "path", str, "data/pengaduan.db"))
+    except BadDatabaseUrl as e:
+        raise ConfigError(f"[database] url (or DATABASE_URL): {e}") from None
+    if dialect == POSTGRESQL:
+        data_dir = Path(r.get("database", "data_dir", str, "data"))
+        return target, None, data_dir if data_dir.is_absolute() else base_dir / data_dir
+    if r.get("database", "data_dir", str, ""):
+        raise ConfigError("[database] data_dir: only with PostgreSQL (a SQLite database keeps media/ beside it)")
+    path = Path(target)
+    if not path.is_absolute():
+        path = base_dir / path
+    return f"sqlite:///{path}", path, path.parent
 
 
 def _citizen(r: "_Reader", base_dir: Path) -> CitizenSettings:

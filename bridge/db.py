@@ -1,9 +1,8 @@
 """One way to speak to the database, SQLite (aiosqlite) or PostgreSQL (asyncpg).
 
-Groundwork for the store's second backend (issue 18): bridge/store.py still talks to
-aiosqlite directly; it moves onto this interface next. SQL is written once, with ``?``
-placeholders; on PostgreSQL they become ``$1, $2, ...`` (never inside a quoted string or
-a comment). A statement answers as the store needs: ``execute`` the number of rows it
+bridge/store.py runs every statement through this interface. SQL is written once, with
+``?`` (or ``?3``) placeholders; on PostgreSQL they become ``$1, $2, ...`` (never inside a
+quoted string or a comment). A statement answers as the store needs: ``execute`` the number of rows it
 changed, ``fetch`` a list of dicts, ``fetchrow`` one dict or None, ``fetchval`` the first
 value.
 
@@ -63,18 +62,22 @@ def _without_password(url: str) -> str:
 
 
 # ? outside quotes and comments; quoted strings, quoted names and comments are kept as they are.
-_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|\?", re.DOTALL)
+_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|\?\d*", re.DOTALL)
 
 
 @lru_cache(maxsize=1024)
 def numbered(sql: str) -> str:
-    """``sql`` with each ``?`` placeholder as PostgreSQL's ``$n``."""
+    """``sql`` with each ``?`` placeholder as PostgreSQL's ``$n`` (and SQLite's numbered
+    ``?3`` as ``$3``)."""
     n = 0
 
     def number(m: re.Match[str]) -> str:
         nonlocal n
-        if m.group() != "?":
-            return m.group()
+        token = m.group()
+        if not token.startswith("?"):
+            return token
+        if len(token) > 1:
+            return "$" + token[1:]
         n += 1
         return f"${n}"
     return _TOKENS.sub(number, sql)
@@ -195,10 +198,11 @@ class SQLiteDatabase(Database):
         """The file at ``path`` in WAL mode (``read_only``: opened so, nothing written, and
         a transaction fails). Deleted and overwritten content is zeroed (``secure_delete``),
         so that removed personal data leaves no copy in the file's free space."""
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
         writer = await cls._connect(path, read_only)
         try:
             if not read_only:
-                path.parent.mkdir(parents=True, exist_ok=True)
                 await SQLiteConn(writer).execute("PRAGMA secure_delete = ON")
                 await SQLiteConn(writer).execute("PRAGMA journal_mode = WAL")
             reader = await cls._connect(path, read_only)
@@ -300,13 +304,18 @@ def _in_one_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connecti
 class PostgresDatabase(Database):
     dialect = POSTGRESQL
 
-    def __init__(self, pool: Any) -> None:      # an asyncpg pool
+    def __init__(self, pool: Any, name: str) -> None:      # an asyncpg pool
         self._pool = pool
+        self.name = name            # the URL without its password, for messages
 
     @classmethod
-    async def open(cls, url: str, *, size: int = 10) -> "PostgresDatabase":
+    async def open(cls, url: str, *, size: int = 10, read_only: bool = False) -> "PostgresDatabase":
+        """A pool of up to ``size`` connections (``read_only``: every transaction is one,
+        so a write fails)."""
         import asyncpg          # only where PostgreSQL is used
-        return cls(await asyncpg.create_pool(url, min_size=1, max_size=size))
+        settings = {"default_transaction_read_only": "on"} if read_only else None
+        return cls(await asyncpg.create_pool(url, min_size=1, max_size=size, server_settings=settings),
+                   _without_password(url))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
@@ -336,6 +345,15 @@ class PostgresDatabase(Database):
             await conn.execute("INSERT INTO schema_version (version) VALUES (?)"
                                " ON CONFLICT (one) DO UPDATE SET version = excluded.version", version)
         return True
+
+    async def checkpoint(self) -> bool:
+        """Nothing to do: PostgreSQL writes its log into the tables and recycles it itself."""
+        return True
+
+    async def vacuum(self) -> None:
+        """VACUUM every table (outside a transaction, as it must be): dead rows' space reused."""
+        async with self._pool.acquire() as db:
+            await db.execute("VACUUM")
 
     async def close(self) -> None:
         await self._pool.close()

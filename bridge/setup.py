@@ -44,7 +44,7 @@ def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Set
 async def setup_command(path: str | Path, env: Mapping[str, str] | None = None) -> list[str]:
     """The CLI's entry point: read config.toml, open the database, run the setup."""
     settings = load_settings(path, env)
-    store = await Store.open(settings.database_path)
+    store = await Store.open(settings.database_url)
     try:
         return await run_setup(settings, store, env=env)
     finally:

@@ -1,13 +1,16 @@
 """The bridge's storage: the only module that speaks SQL.
 
-Its statements run on a bridge.db.Conn, written once for SQLite and PostgreSQL; the
-database is SQLite for now (bridge.db.SQLiteDatabase: one writer under a lock, one WAL
-reader), and the migrations and the inbound fast path below are still SQLite's own. Callers
-use ``async with store.transaction() as tx`` or ``async with store.reading() as tx`` and
-call the query methods of ``Tx``; nothing above this module knows which database it talks
-to. Rows come back as dicts of typed values: times are aware datetimes (stored as text in
-the fixed-width UTC form of bridge.clock.ts). Neither context nests in one task (each
-holds its lock): finish one before opening the next.
+The database is SQLite (a file: bridge.db.SQLiteDatabase, one writer under a lock, one
+WAL reader) or PostgreSQL (bridge.db.PostgresDatabase, a pool), as ``Store.open`` is told
+by a path or a URL. Its statements run on a bridge.db.Conn and are written once for both;
+where the two dialects differ (JSON, a list passed as one parameter, a purged row's new
+key) a ``Tx`` helper gives each its own words. Callers use ``async with
+store.transaction() as tx`` or ``async with store.reading() as tx`` and call the query
+methods of ``Tx``; nothing above this module knows which database it talks to. Rows come
+back as dicts of typed values: times are aware datetimes (stored as text in the
+fixed-width UTC form of bridge.clock.ts on both, so that text order is time order and the
+SQL stays one). Neither context nests in one task (each holds its lock): finish one
+before opening the next.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from typing import Any, AsyncIterator, Iterator, Sequence
 
 from bridge.channels.base import STATUS_ORDER, InboundMessage, StatusUpdate
 from bridge.clock import parse_ts, ts
-from bridge.db import Conn, SQLiteConn, SQLiteDatabase
+from bridge.db import POSTGRESQL, Conn, Database, PostgresDatabase, SQLiteConn, SQLiteDatabase, parse_url
 from bridge.migrations import UPGRADES
 
 log = logging.getLogger(__name__)
@@ -41,27 +44,34 @@ MEDIA_DIR = "media"     # beside the database: the citizens' files (bridge/effec
 
 
 class NoDatabase(Exception):
-    """``Store.open(path, create=False)``: no database at ``path``, or not one this code reads."""
+    """``Store.open(where, create=False)``: no database there, or not one this code reads."""
 
 
 class Store:
-    def __init__(self, path: Path, db: SQLiteDatabase) -> None:
-        self.path = path
+    def __init__(self, path: Path | None, db: SQLiteDatabase | PostgresDatabase) -> None:
+        self.path = path            # the SQLite file; None on PostgreSQL
         self.db = db
 
     @classmethod
-    async def open(cls, path: Path | str, *, create: bool = True) -> "Store":
-        """The database at ``path``: made with its folder and upgraded to the latest schema.
+    async def open(cls, where: Path | str, *, create: bool = True) -> "Store":
+        """The database ``where`` says: a SQLite file's path (or a ``sqlite:///`` URL), made
+        with its folder, or a ``postgresql://`` URL (the database must exist); upgraded to
+        the latest schema.
 
-        ``create=False`` is for the shell's read commands (case, export): the file must exist
-        and have the latest schema (``NoDatabase`` otherwise); it is opened read-only and
-        nothing is written, so a command run against the wrong config changes nothing."""
-        path = Path(path)
+        ``create=False`` is for the shell's read commands (case, export): the database must
+        exist and have the latest schema (``NoDatabase`` otherwise); it is opened read-only
+        and nothing is written, so a command run against the wrong config changes nothing."""
+        dialect, target = parse_url(where) if isinstance(where, str) and "://" in where else ("sqlite", str(where))
+        path = Path(target) if dialect != POSTGRESQL else None
         if not create:
-            return await cls._open_existing(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _owner_only(path)
-        db = await SQLiteDatabase.open(path)
+            return await cls._open_existing(path, target)
+        db: SQLiteDatabase | PostgresDatabase
+        if path is None:
+            db = await PostgresDatabase.open(target)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(path)
+            db = await SQLiteDatabase.open(path)
         try:
             await _migrate(db)
         except BaseException:
@@ -70,10 +80,16 @@ class Store:
         return cls(path, db)
 
     @classmethod
-    async def _open_existing(cls, path: Path) -> "Store":
-        if not path.is_file():
-            raise NoDatabase(f"no database at {path}")
-        db = await SQLiteDatabase.open(path, read_only=True)      # a transaction on it fails: read-only
+    async def _open_existing(cls, path: Path | None, target: str) -> "Store":
+        db: SQLiteDatabase | PostgresDatabase
+        if path is None:
+            db = await PostgresDatabase.open(target, read_only=True)   # every transaction read-only
+            where = db.name
+        else:
+            if not path.is_file():
+                raise NoDatabase(f"no database at {path}")
+            db = await SQLiteDatabase.open(path, read_only=True)      # a transaction on it fails: read-only
+            where = str(path)
         try:
             current = await db.schema_version()
         except BaseException:
@@ -81,7 +97,7 @@ class Store:
             raise
         if current != max(UPGRADES):
             await db.close()
-            raise NoDatabase(f"{path} has schema {current}, this code reads {max(UPGRADES)}"
+            raise NoDatabase(f"{where} has schema {current}, this code reads {max(UPGRADES)}"
                              + (": start the bridge once to upgrade it" if current < max(UPGRADES) else ""))
         return cls(path, db)
 
@@ -107,20 +123,25 @@ class Store:
     async def checkpoint(self) -> bool:
         """Copy the write-ahead log into the database file and empty it (TRUNCATE), so that
         earlier page images (of purged rows, say) leave the -wal file too. False when a
-        reader of another process kept it from finishing (the next one will)."""
+        reader of another process kept it from finishing (the next one will). PostgreSQL
+        recycles its own log: nothing to do there."""
         return await self.db.checkpoint()
 
     async def vacuum(self) -> None:
         """Rebuild the file (``purge --vacuum``): no free page keeps anything written before
-        ``secure_delete`` was on. Holds the write lock for as long as it takes."""
+        ``secure_delete`` was on. Holds the write lock for as long as it takes. On
+        PostgreSQL a plain VACUUM, which frees the dead rows' space for reuse."""
         await self.db.vacuum()
 
     async def insert_inbound(self, items: Sequence[tuple[InboundMessage, datetime]]) -> set[tuple[str, str]]:
         """Store inbound messages (each with when it arrived) in a transaction of their own:
         the webhooks' path (bridge/intake.py). Returns the (channel, external id) stored
-        now; the others were seen before. The whole transaction is one hop to the writer's
-        thread (SQLiteDatabase.in_one_hop)."""
-        return await self.db.in_one_hop(partial(_insert_inbound, items=items))
+        now; the others were seen before. On SQLite the whole transaction is one hop to
+        the writer's thread (SQLiteDatabase.in_one_hop)."""
+        if isinstance(self.db, SQLiteDatabase):
+            return await self.db.in_one_hop(partial(_insert_inbound, items=items))
+        async with self.transaction() as tx:
+            return await tx.insert_inbound_many(items)
 
 
 # What the current task holds open, by store: one more of the same in it would wait for itself.
@@ -163,7 +184,7 @@ def _owner_only(path: Path) -> None:
             log.warning("database: cannot make %s readable by its owner only: not its owner", p)
 
 
-async def _migrate(db: SQLiteDatabase) -> None:
+async def _migrate(db: Database) -> None:
     current = await db.schema_version()
     latest = max(UPGRADES)
     if current > latest:
@@ -217,6 +238,24 @@ class Tx:
 
     def __init__(self, conn: Conn) -> None:
         self.conn = conn
+        self.pg = conn.dialect == POSTGRESQL
+
+    # -- where the two dialects differ ---------------------------------------------------
+    def _json(self, column: str, *path: str) -> str:
+        """The value at ``path`` (keys) in a column of JSON text, as text (NULL: not there)."""
+        if self.pg:
+            return f"({column}::jsonb #>> '{{{','.join(path)}}}')"
+        return f"json_extract({column}, '$.{'.'.join(path)}')"
+
+    def _each(self, param: str, *, integers: bool = False) -> str:
+        """A query of the values of a JSON list given as the parameter ``param`` (``?``, ``?3``):
+        ``x IN {self._each('?')}``."""
+        if self.pg:
+            return f"(SELECT value{'::integer' if integers else ''} FROM jsonb_array_elements_text({param}::jsonb))"
+        return f"(SELECT value FROM json_each({param}))"
+
+    def _greatest(self, a: str, b: str) -> str:
+        return f"greatest({a}, {b})" if self.pg else f"max({a}, {b})"
 
     async def _one(self, sql: str, *args: Any) -> Row | None:
         return _typed(await self.conn.fetchrow(sql, *args))
@@ -246,11 +285,18 @@ class Tx:
         ) == 1
 
     async def insert_inbound_many(self, items: Sequence[tuple[InboundMessage, datetime]]) -> set[tuple[str, str]]:
-        """Store inbound messages (each with when it arrived) in one hop to the connection's
-        thread; returns the (channel, external id) stored now, the others were seen before."""
-        # SQLite's own fast path: the whole batch in one hop to the connection's thread.
-        assert isinstance(self.conn, SQLiteConn), "insert_inbound_many: SQLite only, for now"
-        return await self.conn.db._execute(_insert_inbound, self.conn.db._conn, items)
+        """Store inbound messages (each with when it arrived); returns the (channel, external
+        id) stored now, the others were seen before. One statement for the whole batch on
+        PostgreSQL; on SQLite one hop to the connection's thread."""
+        if isinstance(self.conn, SQLiteConn):
+            return await self.conn.db._execute(_insert_inbound, self.conn.db._conn, items)
+        rows = await self.conn.fetch(
+            "INSERT INTO inbound (channel, external_id, address, kind, sent_at, received_at, message)"
+            " SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])"
+            " ON CONFLICT (channel, external_id) DO NOTHING RETURNING channel, external_id",
+            *map(list, zip(*[(m.channel, m.external_id, m.address, m.kind, ts(m.at), ts(at),
+                              json.dumps(m.to_dict(), ensure_ascii=False)) for m, at in items])))
+        return {(r["channel"], r["external_id"]) for r in rows}
 
     async def save_cursor(self, channel: str, position: str, at: datetime) -> None:
         await self.conn.execute(
@@ -310,9 +356,10 @@ class Tx:
             "INSERT INTO citizens (channel, address, name, user_id, username, created_at, last_inbound_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (channel, address) DO UPDATE SET"
-            "   name = coalesce(excluded.name, name), user_id = coalesce(excluded.user_id, user_id),"
-            "   username = coalesce(excluded.username, username),"
-            "   last_inbound_at = max(coalesce(last_inbound_at, ''), excluded.last_inbound_at)"
+            "   name = coalesce(excluded.name, citizens.name), user_id = coalesce(excluded.user_id, citizens.user_id),"
+            "   username = coalesce(excluded.username, citizens.username),"
+            "   last_inbound_at = "
+            + self._greatest("coalesce(citizens.last_inbound_at, '')", "excluded.last_inbound_at") +
             " RETURNING id",
             channel, address, name, user_id, username, ts(at), ts(at))
         return row["id"]
@@ -337,7 +384,7 @@ class Tx:
         """The next number of a gapless sequence; the transaction makes it unique."""
         row = await self._one(
             "INSERT INTO sequences (name, value) VALUES (?, 1)"
-            " ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value", name)
+            " ON CONFLICT (name) DO UPDATE SET value = sequences.value + 1 RETURNING value", name)
         return row["value"]
 
     # -- cases -----------------------------------------------------------------------
@@ -408,11 +455,12 @@ class Tx:
 
     async def answer_on_its_way(self, case_id: int) -> bool:
         """An answer of the case waits for the window, or to be sent."""
+        purpose = self._json("payload", "purpose")
         row = await self._one(
             "SELECT (SELECT count(*) FROM held_messages WHERE case_id = ? AND released_at IS NULL"
-            "        AND json_extract(payload, '$.purpose') = 'answer')"
+            f"        AND {purpose} = 'answer')"
             " + (SELECT count(*) FROM outbox WHERE case_id = ? AND kind = 'channel.text' AND state = 'pending'"
-            "        AND json_extract(payload, '$.purpose') = 'answer') AS n", case_id, case_id)
+            f"        AND {purpose} = 'answer') AS n", case_id, case_id)
         return row["n"] > 0
 
     # -- ratings ---------------------------------------------------------------------
@@ -475,8 +523,8 @@ class Tx:
     async def open_cases_held_by(self, role: str | None, unit: str | None) -> list[Row]:
         """Open cases of a role (None: every role), soonest step deadline first."""
         return await self._all(
-            "SELECT * FROM cases WHERE state != 'closed' AND (? IS NULL OR holder_role = ?)"
-            " AND (? IS NULL OR unit = ?) ORDER BY step_due_at, id LIMIT 200", role, role, unit, unit)
+            "SELECT * FROM cases WHERE state != 'closed' AND (CAST(? AS TEXT) IS NULL OR holder_role = ?)"
+            " AND (CAST(? AS TEXT) IS NULL OR unit = ?) ORDER BY step_due_at, id LIMIT 200", role, role, unit, unit)
 
     async def cases_due_for_alert(self, now: datetime, limit: int = 500) -> list[Row]:
         """Open cases whose next SLA alert is due: one range read on cases_next_alert."""
@@ -511,7 +559,7 @@ class Tx:
 
     async def open_counts(self) -> list[Row]:
         return await self._all("SELECT step, holder_role, state, count(*) AS n,"
-                               " sum(step_alerts >= 2 OR total_alerts >= 2) AS breached"
+                               " sum(CASE WHEN step_alerts >= 2 OR total_alerts >= 2 THEN 1 ELSE 0 END) AS breached"
                                " FROM cases WHERE state != 'closed' GROUP BY step, holder_role, state")
 
     async def counts_by(self, table: str, column: str) -> dict[str, int]:
@@ -565,20 +613,22 @@ class Tx:
 
         Only pending rows are read (the partial indexes), never the done ones, and the scan
         stops at ``limit``."""
-        back = ("(o.kind IN (SELECT value FROM json_each(?3)) AND NOT EXISTS (SELECT 1 FROM outbox l"
+        kinds = self._each("?")
+        back = (f"(o.kind IN {kinds} AND NOT EXISTS (SELECT 1 FROM outbox l"
                 " WHERE l.state = 'pending' AND l.target = o.target AND l.id > o.id"
-                " AND l.kind NOT IN (SELECT value FROM json_each(?3))))")
-        which = {None: "1", "background": back, "foreground": f"NOT {back}"}[part]
+                f" AND l.kind NOT IN {kinds}))")
+        which = {None: "TRUE", "background": back, "foreground": f"NOT {back}"}[part]
+        background_args = [json.dumps(list(background))] * 2 if part else []
         rows = await self._all(
-            "WITH p AS MATERIALIZED (SELECT id FROM outbox WHERE state = 'pending' AND next_try_at <= ?1"
+            "WITH p AS MATERIALIZED (SELECT id FROM outbox WHERE state = 'pending' AND next_try_at <= ?"
             "                        ORDER BY next_try_at, id)"
             " SELECT o.* FROM p JOIN outbox o ON o.id = p.id"
             " WHERE NOT EXISTS (SELECT 1 FROM outbox e WHERE e.state = 'pending' AND e.target = o.target"
             "                   AND e.id < o.id)"
-            "   AND o.target NOT IN (SELECT value FROM json_each(?2))"
+            f"   AND o.target NOT IN {self._each('?')}"
             f"  AND {which}"
-            " LIMIT ?4",
-            ts(now), json.dumps(list(busy)), json.dumps(list(background)), limit)
+            " LIMIT ?",
+            ts(now), json.dumps(list(busy)), *background_args, limit)
         rows.sort(key=lambda r: r["id"])
         for r in rows:
             r["payload"] = json.loads(r["payload"])
@@ -601,17 +651,21 @@ class Tx:
     async def last_card_row(self, case_id: int, room_key: str) -> int | None:
         """The outbox row of the case's latest card in that room (posted or not yet)."""
         row = await self._one("SELECT id FROM outbox WHERE case_id = ? AND kind = 'matrix.card'"
-                              " AND json_extract(payload, '$.room') = ? ORDER BY id DESC LIMIT 1", case_id, room_key)
+                              f" AND {self._json('payload', 'room')} = ? ORDER BY id DESC LIMIT 1", case_id, room_key)
         return row["id"] if row else None
 
-    async def outbox_supersede(self, target: str, by: int, *, kind: str, key: str, value: Any,
+    async def outbox_supersede(self, target: str, by: int, *, kind: str, key: str, value: int | None,
                                at: datetime) -> int:
         """The pending rows of ``kind`` in ``target`` before row ``by`` whose payload has this
-        ``key`` value are done without being delivered: ``by`` says all they said, and later."""
+        ``key`` value (a row id, or none) are done without being delivered: ``by`` says all
+        they said, and later."""
+        assert key.isidentifier(), key
+        same = f"CAST({self._json('payload', key)} AS INTEGER) = ?" if value is not None else \
+            f"{self._json('payload', key)} IS NULL"
         return await self.conn.execute(
-            "UPDATE outbox SET state = 'done', done_at = ?, result = json_object('superseded_by', ?)"
-            " WHERE state = 'pending' AND target = ? AND id < ? AND kind = ? AND json_extract(payload, ?) IS ?",
-            ts(at), by, target, by, kind, f"$.{key}", value)
+            "UPDATE outbox SET state = 'done', done_at = ?, result = ?"
+            f" WHERE state = 'pending' AND target = ? AND id < ? AND kind = ? AND {same}",
+            ts(at), json.dumps({"superseded_by": by}), target, by, kind, *([value] if value is not None else []))
 
     async def outbox_outcome(self, row_id: int) -> Row | None:
         """A row's state and result (its result parsed), or None when there is no such row."""
@@ -803,28 +857,37 @@ class Tx:
     # What a purge leaves of a row: the message's kind and times, the effect's kind, room,
     # channel and purpose, the delivery's status and times; never an address, a message id
     # (WhatsApp's ids carry the number, Telegram's the chat id), a name or a text.
-    _INBOUND_BLANK = (
-        "address = '', external_id = 'purged:' || id, last_error = NULL,"
-        " message = json_object('channel', channel, 'external_id', 'purged:' || id, 'address', '',"
-        "   'kind', kind, 'at', json_extract(message, '$.at'), 'attachments', json('[]'))")
-    _OUTBOX_BLANK = (
-        "payload = CASE WHEN kind = 'channel.text' THEN json_object('channel', json_extract(payload, '$.channel'),"
-        "     'purpose', json_extract(payload, '$.purpose'), 'text', '', 'purged', json('true'))"
-        "   ELSE json_object('room', json_extract(payload, '$.room'), 'purged', json('true')) END,"
-        " target = CASE WHEN target LIKE 'matrix:%' THEN target"
-        "   ELSE coalesce(json_extract(payload, '$.channel'), 'channel') || ':purged' END,"
-        " progress = NULL, result = NULL, last_error = NULL")
-    _DELIVERY_BLANK = "external_id = 'purged:' || rowid, error_title = NULL"
-    # Rows of no case (a greeting, a status question, a read receipt) older than the period.
-    _LOOSE = {
-        "inbound": "case_id IS NULL AND state != 'new' AND received_at < ? AND external_id NOT LIKE 'purged:%'",
-        "outbox": "case_id IS NULL AND state != 'pending' AND created_at < ?"
-                  " AND json_extract(payload, '$.purged') IS NULL",
-        "deliveries": "case_id IS NULL AND updated_at < ? AND external_id NOT LIKE 'purged:%'",
-        "early_statuses": "at < ?",
-        "conversations": "updated_at < ?",
-        "held_messages": "case_id IS NULL AND held_at < ?",
-    }
+    def _blank(self, table: str) -> str:
+        """The SET clause that blanks a row of inbound, outbox or deliveries."""
+        j, obj = self._json, ("json_build_object" if self.pg else "json_object")
+        true, empty = ("true", "'[]'::json") if self.pg else ("json('true')", "json('[]')")
+        text = "::text" if self.pg else ""
+        if table == "inbound":
+            return ("address = '', external_id = 'purged:' || id, last_error = NULL,"
+                    f" message = {obj}('channel', channel, 'external_id', 'purged:' || id, 'address', '',"
+                    f"   'kind', kind, 'at', {j('message', 'at')}, 'attachments', {empty}){text}")
+        if table == "outbox":
+            return (f"payload = CASE WHEN kind = 'channel.text' THEN {obj}('channel', {j('payload', 'channel')},"
+                    f"     'purpose', {j('payload', 'purpose')}, 'text', '', 'purged', {true}){text}"
+                    f"   ELSE {obj}('room', {j('payload', 'room')}, 'purged', {true}){text} END,"
+                    " target = CASE WHEN target LIKE 'matrix:%' THEN target"
+                    f"   ELSE coalesce({j('payload', 'channel')}, 'channel') || ':purged' END,"
+                    " progress = NULL, result = NULL, last_error = NULL")
+        assert table == "deliveries", table
+        # A new key of no meaning (its primary key is channel and message id): SQLite's rowid, a UUID.
+        return f"external_id = 'purged:' || {'gen_random_uuid()' if self.pg else 'rowid'}, error_title = NULL"
+
+    def _loose(self) -> dict[str, str]:
+        """Rows of no case (a greeting, a status question, a read receipt) older than the period."""
+        return {
+            "inbound": "case_id IS NULL AND state != 'new' AND received_at < ? AND external_id NOT LIKE 'purged:%'",
+            "outbox": "case_id IS NULL AND state != 'pending' AND created_at < ?"
+                      f" AND {self._json('payload', 'purged')} IS NULL",
+            "deliveries": "case_id IS NULL AND updated_at < ? AND external_id NOT LIKE 'purged:%'",
+            "early_statuses": "at < ?",
+            "conversations": "updated_at < ?",
+            "held_messages": "case_id IS NULL AND held_at < ?",
+        }
 
     async def cases_to_purge(self, closed_before: datetime, limit: int = 10000) -> list[Row]:
         """Closed cases not purged yet whose closed_at is before ``closed_before``, oldest first."""
@@ -842,16 +905,17 @@ class Tx:
 
     async def case_files(self, case_id: int) -> list[Row]:
         """The citizen's files of a case (channel, ref): the attachment effects not purged."""
+        ref = self._json("payload", "attachment", "ref")
         return await self._all(
-            "SELECT id, json_extract(payload, '$.channel') AS channel, json_extract(payload, '$.attachment.ref') AS ref"
-            " FROM outbox WHERE case_id = ? AND kind = 'matrix.attachment'"
-            " AND json_extract(payload, '$.attachment.ref') IS NOT NULL ORDER BY id", case_id)
+            f"SELECT id, {self._json('payload', 'channel')} AS channel, {ref} AS ref"
+            f" FROM outbox WHERE case_id = ? AND kind = 'matrix.attachment' AND {ref} IS NOT NULL ORDER BY id",
+            case_id)
 
     async def file_in_use(self, channel: str, ref: str) -> bool:
         """Whether an attachment not purged refers to this file (one file id sent to two cases)."""
         row = await self._one(
             "SELECT EXISTS (SELECT 1 FROM outbox WHERE kind = 'matrix.attachment'"
-            " AND json_extract(payload, '$.channel') = ? AND json_extract(payload, '$.attachment.ref') = ?) AS used",
+            f" AND {self._json('payload', 'channel')} = ? AND {self._json('payload', 'attachment', 'ref')} = ?) AS used",
             channel, ref)
         return bool(row["used"])
 
@@ -863,12 +927,12 @@ class Tx:
                 " nik = NULL, nik_problem = NULL WHERE id = ? AND state = 'closed' AND purged_at IS NULL",
                 ts(at), case_id) != 1:
             return False
-        await self.conn.execute(f"UPDATE inbound SET {self._INBOUND_BLANK} WHERE case_id = ?", case_id)
+        await self.conn.execute(f"UPDATE inbound SET {self._blank('inbound')} WHERE case_id = ?", case_id)
         await self.conn.execute(
-            f"UPDATE deliveries SET {self._DELIVERY_BLANK} WHERE case_id = ? AND external_id NOT LIKE 'purged:%'",
+            f"UPDATE deliveries SET {self._blank('deliveries')} WHERE case_id = ? AND external_id NOT LIKE 'purged:%'",
             case_id)
-        await self.conn.execute(f"UPDATE outbox SET {self._OUTBOX_BLANK} WHERE case_id = ? AND state != 'pending'",
-                                case_id)
+        await self.conn.execute(
+            f"UPDATE outbox SET {self._blank('outbox')} WHERE case_id = ? AND state != 'pending'", case_id)
         await self.conn.execute("UPDATE ratings SET comment = NULL WHERE case_id = ?", case_id)
         await self.conn.execute("DELETE FROM held_messages WHERE case_id = ?", case_id)
         return True
@@ -889,7 +953,7 @@ class Tx:
             "SELECT * FROM citizens c WHERE c.purged_at IS NULL AND coalesce(c.last_inbound_at, '') < ?"
             " AND EXISTS (SELECT 1 FROM cases x WHERE x.citizen_id = c.id)"
             " AND NOT EXISTS (SELECT 1 FROM cases x WHERE x.citizen_id = c.id AND x.purged_at IS NULL"
-            "                 AND x.id NOT IN (SELECT value FROM json_each(?)))"
+            f"                 AND x.id NOT IN {self._each('?', integers=True)})"
             " ORDER BY c.id", ts(silent_since), json.dumps(list(purging)))
 
     async def citizens_without_cases(self, silent_since: datetime) -> list[Row]:
@@ -904,43 +968,40 @@ class Tx:
         (``delete``: no case refers to it) or anonymised (the cases keep their citizen_id)."""
         if not citizens:
             return
-        keys = json.dumps([[c["channel"], c["address"]] for c in citizens], ensure_ascii=False)
-        targets = json.dumps([f"{c['channel']}:{c['address']}{end}" for c in citizens for end in ("", ":read")],
-                             ensure_ascii=False)
+        addresses = [f"{c['channel']}:{c['address']}" for c in citizens]
+        targets = json.dumps(addresses + [f"{a}:read" for a in addresses], ensure_ascii=False)
         ids = json.dumps([c["id"] for c in citizens])
+        each_id = self._each("?", integers=True)
         await self.conn.execute(
-            f"UPDATE inbound SET {self._INBOUND_BLANK} WHERE case_id IS NULL AND state != 'new'"
-            " AND (channel, address) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')"
-            " FROM json_each(?))", keys)
+            f"UPDATE inbound SET {self._blank('inbound')} WHERE case_id IS NULL AND state != 'new'"
+            f" AND channel || ':' || address IN {self._each('?')}", json.dumps(addresses, ensure_ascii=False))
         await self.conn.execute(
-            f"UPDATE deliveries SET {self._DELIVERY_BLANK} WHERE external_id NOT LIKE 'purged:%' AND outbox_id IN"
-            " (SELECT id FROM outbox WHERE target IN (SELECT value FROM json_each(?)))", targets)
+            f"UPDATE deliveries SET {self._blank('deliveries')} WHERE external_id NOT LIKE 'purged:%' AND outbox_id IN"
+            f" (SELECT id FROM outbox WHERE target IN {self._each('?')})", targets)
         await self.conn.execute(
-            f"UPDATE outbox SET {self._OUTBOX_BLANK} WHERE case_id IS NULL AND state != 'pending'"
-            " AND target IN (SELECT value FROM json_each(?))", targets)
+            f"UPDATE outbox SET {self._blank('outbox')} WHERE case_id IS NULL AND state != 'pending'"
+            f" AND target IN {self._each('?')}", targets)
         for table in ("conversations", "held_messages"):
-            await self.conn.execute(f"DELETE FROM {table} WHERE citizen_id IN (SELECT value FROM json_each(?))",
-                                    ids)
+            await self.conn.execute(f"DELETE FROM {table} WHERE citizen_id IN {each_id}", ids)
         if delete:
-            await self.conn.execute("DELETE FROM citizens WHERE id IN (SELECT value FROM json_each(?))", ids)
+            await self.conn.execute(f"DELETE FROM citizens WHERE id IN {each_id}", ids)
         else:
             await self.conn.execute(
                 "UPDATE citizens SET address = 'purged:' || id, name = NULL, user_id = NULL, username = NULL,"
-                " last_inbound_at = NULL, purged_at = ? WHERE id IN (SELECT value FROM json_each(?))", ts(at), ids)
+                f" last_inbound_at = NULL, purged_at = ? WHERE id IN {each_id}", ts(at), ids)
 
     async def count_loose(self, before: datetime) -> dict[str, int]:
         """How many rows of no case, older than ``before``, a purge would clear (per table)."""
         out = {}
-        for table, where in self._LOOSE.items():
+        for table, where in self._loose().items():
             out[table] = (await self._one(f"SELECT count(*) AS n FROM {table} WHERE {where}", ts(before)))["n"]
         return out
 
     async def purge_loose(self, before: datetime) -> dict[str, int]:
         """Clear the rows of no case older than ``before``: messages blanked, the rest deleted."""
         out = {}
-        for table, where in self._LOOSE.items():
-            blank = {"inbound": self._INBOUND_BLANK, "outbox": self._OUTBOX_BLANK,
-                     "deliveries": self._DELIVERY_BLANK}.get(table)
-            sql = f"UPDATE {table} SET {blank} WHERE {where}" if blank else f"DELETE FROM {table} WHERE {where}"
+        for table, where in self._loose().items():
+            sql = (f"UPDATE {table} SET {self._blank(table)} WHERE {where}"
+                   if table in ("inbound", "outbox", "deliveries") else f"DELETE FROM {table} WHERE {where}")
             out[table] = await self.conn.execute(sql, ts(before))
         return out

@@ -97,3 +97,12 @@ def postgres_db(postgres_server, request: pytest.FixtureRequest) -> Iterator[str
     name = postgres_server.unique_name(request.node.name)
     yield postgres_server.create_database_sync(name)
     postgres_server.drop_database_sync(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A test's own empty database, once on each backend: a SQLite file's URL (in a folder
+    not made yet) or a PostgreSQL database's."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/sub/db.sqlite"       # sqlite:/// + an absolute path: four slashes
+    return request.getfixturevalue("postgres_db")

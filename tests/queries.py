@@ -12,7 +12,7 @@ async def count_cases(tx: Tx) -> int:
 
 
 async def inbound_count(tx: Tx, state: str | None = None) -> int:
-    return (await tx._one("SELECT count(*) AS n FROM inbound WHERE ? IS NULL OR state = ?", state, state))["n"]
+    return (await tx._one("SELECT count(*) AS n FROM inbound WHERE CAST(? AS TEXT) IS NULL OR state = ?", state, state))["n"]
 
 
 async def get_delivery(tx: Tx, channel: str, external_id: str) -> Row | None:
@@ -21,7 +21,7 @@ async def get_delivery(tx: Tx, channel: str, external_id: str) -> Row | None:
 
 async def outbox_rows(tx: Tx, *, kind: str | None = None, state: str | None = None) -> list[Row]:
     rows = await tx._all(
-        "SELECT * FROM outbox WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR state = ?) ORDER BY id",
+        "SELECT * FROM outbox WHERE (CAST(? AS TEXT) IS NULL OR kind = ?) AND (CAST(? AS TEXT) IS NULL OR state = ?) ORDER BY id",
         kind, kind, state, state)
     for r in rows:
         r["payload"] = json.loads(r["payload"])

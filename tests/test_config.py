@@ -136,3 +136,30 @@ def test_bad_sla_keys_are_named(tmp_path: Path, replace: tuple[str, str], messag
 def test_room_ids_of_room_version_12_have_no_server_part(tmp_path: Path) -> None:
     p = _config(tmp_path, ('admin = "#pengaduan-admin:localhost"', 'admin = "!Ab3dEfGh1jKlMn0pQrStUvWxYz"'))
     assert load(p, ENV).rooms.by_role["admin"] == "!Ab3dEfGh1jKlMn0pQrStUvWxYz"
+
+
+def test_the_database_is_a_sqlite_path_a_url_or_database_url_from_the_environment(tmp_path: Path) -> None:
+    s = load(_config(tmp_path), ENV)
+    assert (s.database_path, s.data_dir) == (tmp_path / "data" / "pengaduan.db", tmp_path / "data")
+    assert s.database_url == f"sqlite:///{tmp_path}/data/pengaduan.db"
+    pg = 'url = "postgresql://pengaduan@db.internal:5432/pengaduan"\ndata_dir = "/srv/pengaduan"'
+    s = load(_config(tmp_path, ('path = "data/pengaduan.db"', pg)), ENV)
+    assert (s.database_url, s.database_path) == ("postgresql://pengaduan@db.internal:5432/pengaduan", None)
+    assert s.data_dir == Path("/srv/pengaduan")
+    # The password stays out of config.toml: DATABASE_URL wins over [database] (also for case and export).
+    secret = "postgresql://pengaduan:s3cret@db.internal/pengaduan"
+    assert load(_config(tmp_path), {**ENV, "DATABASE_URL": secret}).database_url == secret
+    assert load(_config(tmp_path), {"DATABASE_URL": secret}, offline=True).database_url == secret
+    assert load(_config(tmp_path), {**ENV, "DATABASE_URL": secret}).data_dir == tmp_path / "data"
+
+
+@pytest.mark.parametrize("database,message", [
+    ('url = "mysql://x@h/db"', "[database] url (or DATABASE_URL): 'mysql://x@h/db': the database URL starts with"),
+    ('url = "postgresql://x:pw@/db"', "'postgresql://x:***@/db': no host"),
+    ('path = "a.db"\nurl = "postgresql://x@h/db"', "[database]: give url or path, not both"),
+    ('path = "a.db"\ndata_dir = "/srv"', "[database] data_dir: only with PostgreSQL"),
+])
+def test_a_bad_database_setting_is_named(tmp_path: Path, database: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load(_config(tmp_path, ('path = "data/pengaduan.db"', database)), ENV)
+    assert message in str(e.value)

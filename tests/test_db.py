@@ -10,11 +10,9 @@ import pytest
 from bridge.db import BadDatabaseUrl, Database, numbered, parse_url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/db.sqlite"          # sqlite:/// + an absolute path: four slashes
-    return request.getfixturevalue("postgres_db")
+@pytest.fixture
+def url(database_url: str) -> str:
+    return database_url
 
 
 @pytest.fixture

@@ -47,8 +47,8 @@ D = row(6, "2026-12-01 06:00", None, "Lainnya", "Verifikasi pengaduan", "dalam p
 
 
 @pytest.fixture
-async def office(tmp_path: Path):
-    store = await Store.open(tmp_path / "db.sqlite")
+async def office(tmp_path: Path, database_url: str):
+    store = await Store.open(database_url)      # on SQLite and on PostgreSQL
     clock = FakeClock(at("2026-11-01 06:30"))            # Sunday morning: 31 October 23:30 UTC
     office = Office(store, clock)
 

@@ -87,8 +87,8 @@ class Office:
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    s = await Store.open(tmp_path / "db.sqlite")
+async def store(database_url: str):
+    s = await Store.open(database_url)          # on SQLite and on PostgreSQL
     yield s
     await s.close()
 
