@@ -6,6 +6,7 @@
     python main.py --config config.toml export --month 2026-11   the month's complaints (CSV, Excel)
     python main.py --config config.toml purge --older-than 730 [--dry-run]   retention: closed cases' personal data
     python main.py --config config.toml backup /backup                a consistent copy of the database and media
+    python main.py --config config.toml migrate-db --to postgresql://…   move the SQLite data into PostgreSQL
     python main.py demo                              the local demo (also: ./run with no credentials)
     python main.py --config data/demo/config.toml case ADU-…     the shell commands on the demo's data
 """
@@ -159,6 +160,35 @@ def backup(settings: Settings, dest: Path) -> str:
     return "\n".join(done.lines())
 
 
+async def migrate_db(settings: Settings, to: str | None, config: str) -> str:
+    """Copy the config's SQLite database into an empty PostgreSQL one (``to``, else
+    DATABASE_URL): moving an office (bridge/migrate_db.py). Says what to change in config.toml."""
+    import asyncpg
+    from bridge.db import POSTGRESQL, _without_password, parse_url
+    from bridge.migrate_db import CannotCopy, copy_database
+    url = to or os.environ.get("DATABASE_URL")
+    if not url:
+        raise ValueError("migrate-db: give the PostgreSQL database, --to postgresql://..., or set DATABASE_URL")
+    if settings.database_path is None:
+        raise ValueError("migrate-db copies the config's SQLite database ([database] path), "
+                         "and this config's [database] url is PostgreSQL already")
+    if parse_url(url)[0] != POSTGRESQL:
+        raise ValueError(f"migrate-db: the target is a postgresql:// URL, not {_without_password(url)!r}")
+    source = await Store.open(settings.database_path, create=False)     # read-only: the source stays as it is
+    try:
+        try:
+            target = await Store.open(url)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise CannotCopy(f"cannot open {_without_password(url)}: {e}") from e
+        try:
+            done = await copy_database(source, target)
+        finally:
+            await target.close()
+    finally:
+        await source.close()
+    return "\n".join(done.lines(Path(config).resolve().parent))
+
+
 def no_database(config: str, error: NoDatabase) -> str:
     """The error line, pointing at the demo's config when the demo has run beside this one."""
     line = f"error: {error}"
@@ -191,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     backup_cmd = sub.add_parser("backup", help="write a consistent copy of the database and media/ into a new "
                                                "folder under DEST (safe while the bridge runs)")
     backup_cmd.add_argument("dest", type=Path, help="e.g. /backup: the copy goes to DEST/pengaduan-YYYYmmdd-HHMMSS/")
+    migrate_cmd = sub.add_parser("migrate-db", help="copy the office's SQLite database ([database] path) into an "
+                                                    "empty PostgreSQL database, and say what to change in "
+                                                    "config.toml (stop the bridge first)")
+    migrate_cmd.add_argument("--to", metavar="URL", help="postgresql://user@host:port/dbname (default: DATABASE_URL)")
     demo_cmd = sub.add_parser("demo", help="the local demo: embedded homeserver and citizen simulator "
                                            "(what ./run does when no credentials are set)")
     demo_cmd.add_argument("--data-dir", help="default: data/demo beside config.toml")
@@ -210,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
             from bridge.setup import setup_command
             print("\n".join(asyncio.run(setup_command(args.config))))
             return 0
-        settings = load(args.config, offline=args.command in ("case", "export", "purge", "backup"))
+        # migrate-db: DATABASE_URL names its target; the source is the config's own SQLite database.
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} if args.command == "migrate-db" else None
+        settings = load(args.config, env, offline=args.command in ("case", "export", "purge", "backup", "migrate-db"))
         setup_logging(settings.log_format)
         if args.command == "case":
             print(print_case(settings, args.ticket), end="")
@@ -224,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
             except (OSError, sqlite3.Error) as e:     # DEST not writable, a full disk, a broken copy
                 print(f"error: backup failed: {e}", file=sys.stderr)
                 return 2
+        elif args.command == "migrate-db":
+            from bridge.migrate_db import CannotCopy
+            try:
+                print(asyncio.run(migrate_db(settings, args.to, args.config)))
+            except CannotCopy as e:
+                print(f"error: migrate-db: {e}", file=sys.stderr)
+                return 2
         else:
             asyncio.run(run(settings))
     except ConfigError as e:
@@ -232,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:           # e.g. a month that is not YYYY-MM
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except NoDatabase as e:           # case, export, purge, backup: they never make a database
+    except NoDatabase as e:           # case, export, purge, backup, migrate-db: they never make a database
         print(no_database(args.config, e), file=sys.stderr)
         return 2
     except transcript.NotFound as e:
