@@ -20,6 +20,7 @@ from bridge.config import ConfigError, Settings
 from bridge.conversation import Conversation
 from bridge.effects import Effects
 from bridge.intake import Intake
+from bridge.lease import Lease
 from bridge.matrix import MatrixBot
 from bridge.metrics import Metrics
 from bridge.outbox import CHANNEL_TEXT, MATRIX_NOTICE, Dispatcher, Outbox
@@ -85,7 +86,11 @@ class Bridge:
                 on_status=self.cases.delivery_moved, on_answer_taken=self.cases.answer_taken,
                 earlier_card=self.cases.earlier_card, profile=self.profile,
                 on_held=self.cases.message_held).register(self.dispatcher)
-        for channel in self.channels.values():
+        for name, channel in self.channels.items():
+            if getattr(channel, "mode", None) == "polling":     # one process at a time polls
+                channel.lease = Lease(store, f"{name}-polling")
+                await channel.lease.start()
+                self._started.append(channel.lease)
             await channel.start(self.intake)
             self._started.append(channel)
         self.intake.start()
@@ -153,10 +158,11 @@ class Bridge:
             db_ok = True
         except Exception as e:          # a broken disk or database: say so, do not crash
             backlog, inbound, db_ok = {"error": str(e)}, {}, False
-        matrix_ok = self.matrix.last_sync_ok
+        matrix_ok = self.matrix.last_sync_ok or self.matrix.standby     # standby: another process syncs
         channels = {name: ch.health() for name, ch in self.channels.items()}
         ok = db_ok and matrix_ok and all(c.get("ok") for c in channels.values())
-        return {"ok": ok, "database": {"ok": db_ok}, "matrix": {"synced": matrix_ok},
+        return {"ok": ok, "database": {"ok": db_ok},
+                "matrix": {"synced": self.matrix.last_sync_ok, "standby": self.matrix.standby},
                 "channels": channels, "outbox": backlog, "inbound": inbound}
 
     async def _delivery_dead(self, row: Row, error: str) -> None:

@@ -304,9 +304,12 @@ def _in_one_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connecti
 class PostgresDatabase(Database):
     dialect = POSTGRESQL
 
-    def __init__(self, pool: Any, name: str) -> None:      # an asyncpg pool
+    def __init__(self, pool: Any, name: str, url: str = "") -> None:      # an asyncpg pool
         self._pool = pool
         self.name = name            # the URL without its password, for messages
+        self._url = url
+        self._locks: Any = None     # the connection that holds this process's session locks
+        self._locks_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, url: str, *, size: int = 10, read_only: bool = False) -> "PostgresDatabase":
@@ -315,7 +318,23 @@ class PostgresDatabase(Database):
         import asyncpg          # only where PostgreSQL is used
         settings = {"default_transaction_read_only": "on"} if read_only else None
         return cls(await asyncpg.create_pool(url, min_size=1, max_size=size, server_settings=settings),
-                   _without_password(url))
+                   _without_password(url), url)
+
+    async def try_lock(self, key: str) -> bool:
+        """Take the session lock ``key`` unless another process holds it. Held on a connection
+        of its own until ``unlock``, or until this process dies: the server ends its session
+        and lets go, so another process can take it at once."""
+        return await self._on_locks("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key)
+
+    async def unlock(self, key: str) -> None:
+        await self._on_locks("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+
+    async def _on_locks(self, sql: str, key: str) -> bool:
+        import asyncpg
+        async with self._locks_lock:
+            if self._locks is None or self._locks.is_closed():
+                self._locks = await asyncpg.connect(self._url)      # a lost one took its locks with it
+            return bool(await self._locks.fetchval(sql, key))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
@@ -356,4 +375,7 @@ class PostgresDatabase(Database):
             await db.execute("VACUUM")
 
     async def close(self) -> None:
+        async with self._locks_lock:
+            if self._locks is not None:
+                await self._locks.close()
         await self._pool.close()

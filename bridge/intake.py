@@ -214,6 +214,10 @@ class Intake(Worker):
         else:
             async with self.store.transaction() as tx:
                 stored = await tx.insert_inbound_many(items) if items else set()
+                # The messages' locks in one order (apply_status takes each): two processes
+                # given the same statuses never wait for each other crosswise.
+                for key in sorted({f"delivery:{st.channel}:{st.external_id}" for a in batch for st in a.statuses}):
+                    await tx.wait_for(key)
                 for a in batch:
                     if a.cursor is not None:     # real time: a channel compares it with its service's own
                         await tx.save_cursor(*a.cursor, at=datetime.now(timezone.utc))
@@ -249,6 +253,13 @@ class Intake(Worker):
             await self._after_crowd()
             try:
                 async with self.store.transaction() as tx:
+                    # Several processes on one database: a citizen's messages are processed by
+                    # one at a time, in order, and each once.
+                    if not await tx.claim(f"inbound:{msg.channel}:{msg.address}"):
+                        blocked.add((msg.channel, msg.address))     # another process has one in hand
+                        continue
+                    if self.store.shared and await tx.inbound_state(inbound_id) != "new":
+                        continue                                    # another process did it
                     await self._process(tx, inbound_id, msg)
                 done += 1
             except Exception as e:

@@ -16,6 +16,7 @@ import nio
 from bridge.clock import Clock
 from bridge.config import ROLES, Settings
 from bridge.errors import DeliveryError
+from bridge.lease import Lease
 from bridge.messages import ROLE_NAMES
 from bridge.store import Store
 from bridge.worker import cancel_and_wait
@@ -56,6 +57,7 @@ class MatrixBot:
         self.since_at_start: str | None = None     # the stored sync token a start resumed from
         self._handlers: list[tuple[type, EventHandler]] = []
         self.timeline_limit = TIMELINE_LIMIT
+        self.sync_lease = Lease(store, "matrix-sync")
         # Called when a sync succeeds after failing: the homeserver is back.
         self.on_recovered: Callable[[], Awaitable[None]] | None = None
 
@@ -72,9 +74,20 @@ class MatrixBot:
             for role, room_id in self.rooms.items():
                 await tx.set_state(f"room:{role}", room_id)
             self.since_at_start = await tx.get_state("sync_token")
+        # One process syncs (several may share a PostgreSQL database: bridge/lease.py); the
+        # others stand by and take over when it stops or dies.
+        await self.sync_lease.start()
         self._sync_task = asyncio.create_task(self._sync_loop(self.since_at_start), name="matrix-sync")
-        # Ready means synced once: staff events from here on reach the handlers.
-        await asyncio.wait_for(self.synced.wait(), 120)
+        if self.sync_lease.held.is_set():
+            # Ready means synced once: staff events from here on reach the handlers.
+            await asyncio.wait_for(self.synced.wait(), 120)
+        else:
+            log.info("matrix: another bridge process syncs; this one stands by")
+
+    @property
+    def standby(self) -> bool:
+        """Another process holds the sync: staff events reach its handlers, not ours."""
+        return not self.sync_lease.held.is_set()
 
     def room_refs(self) -> list[tuple[str, str, str, str | None]]:
         """Every configured room as (key, role, alias or id, unit): the roles', then the units'."""
@@ -228,11 +241,18 @@ class MatrixBot:
         delay = 1.0
         wait_ms = 0          # the first sync returns at once: start-up waits for it
         while True:
+            if not self.sync_lease.held.is_set():
+                await self.sync_lease.wait()
+                async with self.store.reading() as tx:     # where the process before us stopped
+                    since = await tx.get_state("sync_token")
+                log.info("matrix: this process syncs now")
             try:
                 resp = await self.client.sync(timeout=wait_ms, since=since,
                                               sync_filter={"room": {"timeline": {"limit": self.timeline_limit}}})
             except Exception as e:  # network trouble: retry with backoff
                 resp = e
+            if not self.sync_lease.held.is_set():
+                continue              # lost while it waited: the holder now acts on these events
             if isinstance(resp, nio.SyncResponse):
                 await self._invites(resp)
                 # The very first sync of a new bridge is history: nothing in it is for us.
@@ -308,6 +328,7 @@ class MatrixBot:
     async def stop(self) -> None:
         await cancel_and_wait(self._sync_task)
         self._sync_task = None
+        await self.sync_lease.stop()
         await self.client.close()
 
 

@@ -64,6 +64,7 @@ BACKGROUND = (MATRIX_REACTIONS, CHANNEL_READ)
 BACKGROUND_SLOTS = 8
 READ_AHEAD_SECONDS = 0.5      # due rows read ahead are taken without reading again for this long
 STOP_GRACE = 2.0              # seconds the deliveries under way get to end when the bridge stops
+CLAIMED_ELSEWHERE = 0.5       # seconds a target another process delivers waits before we look again
 
 
 def matrix_target(case_id: int | None, room_key: str) -> str:
@@ -331,6 +332,24 @@ class Dispatcher(Worker):
         self._stopping = False
 
     async def _deliver(self, row: Row) -> bool:
+        if not self.store.shared:
+            return await self._deliver_claimed(row)
+        # Several processes on one database: one delivers a target at a time (its claim ends
+        # with it, or with its process), and only the row that is still the target's head.
+        key = f"outbox:{row['target']}"
+        if not await self.store.try_lock(key):
+            self._held[row["target"]] = time.monotonic() + CLAIMED_ELSEWHERE
+            return False
+        try:
+            async with self.store.reading() as tx:        # as it is now: read before the claim, it may be old
+                head = await tx.outbox_head(row["target"])
+            if head is None or head["id"] != row["id"] or head["next_try_at"] > self.clock():
+                return False
+            return await self._deliver_claimed(head)
+        finally:
+            await self.store.unlock(key)
+
+    async def _deliver_claimed(self, row: Row) -> bool:
         handler = self.handlers.get(row["kind"])
         try:
             if handler is None:

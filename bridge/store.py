@@ -104,13 +104,28 @@ class Store:
     async def close(self) -> None:
         await self.db.close()
 
+    @property
+    def shared(self) -> bool:
+        """Whether other bridge processes may use this database too (PostgreSQL): then each
+        piece of work is claimed before it is done (``try_lock``, ``Tx.claim``)."""
+        return isinstance(self.db, PostgresDatabase)
+
+    async def try_lock(self, key: str) -> bool:
+        """Claim ``key`` across processes until ``unlock`` (or this process's end): False while
+        another process holds it. On SQLite, one process: always True."""
+        return await self.db.try_lock(key) if isinstance(self.db, PostgresDatabase) else True
+
+    async def unlock(self, key: str) -> None:
+        if isinstance(self.db, PostgresDatabase):
+            await self.db.unlock(key)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator["Tx"]:
         """One atomic unit of work; commits on success, rolls back on any exception."""
         _not_within(self, "transaction")
         async with self.db.transaction() as conn:
             with _holding(self, "transaction"):
-                yield Tx(conn)
+                yield Tx(conn, writing=True)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator["Tx"]:
@@ -236,9 +251,13 @@ class Tx:
     """The queries, run on the connection of one transaction (or read view): a
     bridge.db.Conn, so that the same SQL can serve SQLite and PostgreSQL."""
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, *, writing: bool = False) -> None:
         self.conn = conn
         self.pg = conn.dialect == POSTGRESQL
+        # On PostgreSQL transactions run side by side (READ COMMITTED): a transaction that
+        # reads a case to change it locks its row, so that another one changing the same
+        # case waits for it, as every write transaction waits for the one before on SQLite.
+        self._for_update = " FOR UPDATE" if self.pg and writing else ""
 
     # -- where the two dialects differ ---------------------------------------------------
     def _json(self, column: str, *path: str) -> str:
@@ -274,7 +293,32 @@ class Tx:
         """An INSERT of one row; its id."""
         return await self.conn.fetchval(sql + " RETURNING id", *args)
 
+    # -- claims across processes (PostgreSQL) ---------------------------------------------
+    async def claim(self, key: str) -> bool:
+        """Claim ``key`` until this transaction ends: False while another process's
+        transaction holds it. On SQLite every write transaction is alone: always True."""
+        return not self.pg or await self.conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtextextended(?, 0))",
+                                                       key)
+
+    async def wait_for(self, key: str) -> None:
+        """Hold ``key`` until this transaction ends, waiting while another transaction holds
+        it (SQLite: every write transaction is alone already)."""
+        if self.pg:
+            await self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", key)
+
     # -- inbound ---------------------------------------------------------------------
+    async def inbound_state(self, inbound_id: int) -> str | None:
+        return await self.conn.fetchval("SELECT state FROM inbound WHERE id = ?", inbound_id)
+
+    async def outbox_head(self, target: str) -> Row | None:
+        """The target's first pending row (the one to deliver next), as due_outbox gives it."""
+        row = await self._one("SELECT * FROM outbox WHERE state = 'pending' AND target = ? ORDER BY id LIMIT 1",
+                              target)
+        if row is not None:
+            row["payload"] = json.loads(row["payload"])
+            row["progress"] = json.loads(row["progress"]) if row["progress"] else {}
+        return row
+
     async def insert_inbound(self, msg: InboundMessage, received_at: datetime) -> bool:
         """Store one inbound message; False when (channel, external id) was seen before."""
         return await self.conn.execute(
@@ -391,12 +435,12 @@ class Tx:
     async def open_case_of(self, citizen_id: int) -> Row | None:
         """The citizen's newest open case."""
         return await self._one("SELECT * FROM cases WHERE citizen_id = ? AND state != 'closed'"
-                               " ORDER BY id DESC LIMIT 1", citizen_id)
+                               f" ORDER BY id DESC LIMIT 1{self._for_update}", citizen_id)
 
     async def open_cases_of(self, citizen_id: int) -> list[Row]:
         """The citizen's open cases, newest first."""
-        return await self._all("SELECT * FROM cases WHERE citizen_id = ? AND state != 'closed' ORDER BY id DESC",
-                               citizen_id)
+        return await self._all("SELECT * FROM cases WHERE citizen_id = ? AND state != 'closed'"
+                               f" ORDER BY id DESC{self._for_update}", citizen_id)
 
     async def case_of_message(self, channel: str, external_id: str) -> int | None:
         """The case a message belongs to: one the citizen sent, or one we sent them."""
@@ -495,10 +539,10 @@ class Tx:
             linked_case_id)
 
     async def get_case(self, case_id: int) -> Row | None:
-        return await self._one("SELECT * FROM cases WHERE id = ?", case_id)
+        return await self._one(f"SELECT * FROM cases WHERE id = ?{self._for_update}", case_id)
 
     async def get_case_by_ticket(self, ticket: str) -> Row | None:
-        return await self._one("SELECT * FROM cases WHERE ticket = ?", ticket)
+        return await self._one(f"SELECT * FROM cases WHERE ticket = ?{self._for_update}", ticket)
 
     _CASE_FIELDS = frozenset({
         "category", "state", "step", "holder_role", "assignee", "answer_draft", "approved_by",
@@ -741,6 +785,7 @@ class Tx:
                               case_id: int | None, at: datetime, purpose: str | None = None) -> list[StatusUpdate]:
         """The row of a message the channel took; returns the statuses that came before it
         (oldest rank first), taken out of ``early_statuses`` for the caller to apply."""
+        await self.wait_for(f"delivery:{channel}:{external_id}")      # see apply_status
         await self.conn.execute(
             "INSERT INTO deliveries (channel, external_id, outbox_id, case_id, status, updated_at, purpose)"
             " VALUES (?, ?, ?, ?, 'accepted', ?, ?) ON CONFLICT DO NOTHING",
@@ -771,6 +816,10 @@ class Tx:
         rank = STATUS_ORDER.get(st.status)
         if rank is None:
             return None
+        # With record_delivery, one at a time per message: a status that finds no row yet is
+        # kept where record_delivery (waiting for this transaction) will find it, and one
+        # that waited for record_delivery finds its row.
+        await self.wait_for(f"delivery:{st.channel}:{st.external_id}")
         ranks = " ".join(f"WHEN '{s}' THEN {n}" for s, n in STATUS_ORDER.items())
         moved = await self._one(
             "UPDATE deliveries SET status = ?, updated_at = ?, error_code = ?, error_title = ?"

@@ -175,9 +175,10 @@ class DailyDigest:
         if self.calendar.day_off(now.astimezone(self.calendar.tz).date()):
             return False
         async with self.store.transaction() as tx:
-            # Once per day, whatever fires it: the day's key is claimed in the database.
+            # Once per day, whatever fires it (and in whichever process): the day's key is
+            # claimed in the database, by one transaction at a time.
             day = now.astimezone(self.calendar.tz).date().isoformat()
-            if await tx.get_state(f"digest:{day}"):
+            if not await tx.claim(f"digest:{day}") or await tx.get_state(f"digest:{day}"):
                 return False
             await tx.set_state(f"digest:{day}", now.isoformat())
             previous = await tx.get_state("digest:last")

@@ -21,9 +21,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(path: Path, synapse, graph, botapi: FakeBotApi | None, prefix: str, port: int) -> None:
+def write_config(path: Path, synapse, graph, botapi: FakeBotApi | None, prefix: str, port: int, *,
+                 database_url: str | None = None, data_dir: Path | None = None) -> None:
     """config.toml for a bridge process on the test's homeserver and fakes (Telegram when
-    ``botapi`` is given); the database is data/bridge.db beside it."""
+    ``botapi`` is given); the database is data/bridge.db beside it, or ``database_url``
+    (PostgreSQL, with media/ in ``data_dir``)."""
+    database = (f'url = "{database_url}"\ndata_dir = "{data_dir}"' if database_url
+                else 'path = "data/bridge.db"')
     server = synapse.server_name
     rooms = "\n".join(f'{r} = "#{prefix}-{r}:{server}"' for r in STAFF)
     telegram_table = (f'[telegram]\nenabled = true\napi_url = "{botapi.url}"\npoll_timeout = 1\n'
@@ -46,7 +50,7 @@ phone_number_id = "{graph.phone_number_id}"
 host = "127.0.0.1"
 port = {port}
 [database]
-path = "data/bridge.db"
+{database}
 """)
 
 
@@ -97,7 +101,7 @@ class Process:
             await self._drain
 
 
-async def read_db(db: Path, sql: str) -> list[dict]:
+async def read_db(db: Path | str, sql: str) -> list[dict]:
     store = await Store.open(db, create=False)
     try:
         async with store.reading() as tx:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -47,18 +49,42 @@ async def botapi():
         await api.stop()
 
 
+def bridge_database(request: pytest.FixtureRequest) -> str:
+    """The database a test's bridges run on, "sqlite" or "postgresql".
+
+    PENGADUAN_TEST_DATABASE chooses one for every test (a whole run on one backend). By
+    default half the tests take each, by a hash of the test's name (the same every run), so
+    that one run of the suite drives the bridge end to end on both within its time; a test
+    marked ``sqlite_only`` (it reads the SQLite file itself) always gets SQLite."""
+    if request.node.get_closest_marker("sqlite_only"):
+        return "sqlite"
+    forced = os.environ.get("PENGADUAN_TEST_DATABASE")
+    if forced:
+        if forced not in ("sqlite", "postgresql"):
+            raise pytest.UsageError(f"PENGADUAN_TEST_DATABASE={forced!r}: sqlite or postgresql")
+        return forced
+    return ("sqlite", "postgresql")[zlib.crc32(request.node.nodeid.encode()) % 2]
+
+
 @pytest.fixture
-async def make_env(synapse_users: LocalSynapse, graph, tmp_path):
-    """Start a bridge on its own rooms and database: ``await make_env({"sop": {...}})``."""
+async def make_env(synapse_users: LocalSynapse, graph, tmp_path, request: pytest.FixtureRequest):
+    """Start a bridge on its own rooms and database: ``await make_env({"sop": {...}})``. The
+    database is SQLite or PostgreSQL (``bridge_database``): a test's own either way."""
     from tests.harness import Env, bridge_settings, new_prefix
     made = []
+    pg = request.getfixturevalue("postgres_server") if bridge_database(request) == "postgresql" else None
+    databases: list[str] = []
 
     async def make(overrides: dict | None = None, clock=None, botapi=None, extra_env=None):
         prefix = new_prefix()
         data_dir = tmp_path / prefix
+        database_url = None
+        if pg is not None:
+            databases.append(pg.unique_name(prefix))
+            database_url = await pg.create_database(databases[-1])
         e = Env(synapse_users, graph, data_dir, prefix,
                 bridge_settings(synapse_users, graph, data_dir, prefix=prefix, overrides=overrides, botapi=botapi,
-                                extra_env=extra_env),
+                                extra_env=extra_env, database_url=database_url),
                 clock=clock, tg=botapi)
         made.append(e)
         await e.start_bridge()
@@ -69,6 +95,8 @@ async def make_env(synapse_users: LocalSynapse, graph, tmp_path):
     finally:
         for e in made:
             await e.close()
+        for name in databases:
+            await pg.drop_database(name)
 
 
 @pytest.fixture

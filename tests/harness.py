@@ -40,9 +40,10 @@ def user_id(synapse: LocalSynapse, localpart: str) -> str:
 
 def bridge_settings(synapse: LocalSynapse, graph: FakeGraph, data_dir: Path, *, prefix: str,
                     overrides: dict[str, Any] | None = None, botapi: Any = None,
-                    extra_env: dict[str, str] | None = None) -> Settings:
+                    extra_env: dict[str, str] | None = None, database_url: str | None = None) -> Settings:
     """Settings built through the real config reader, with rooms unique to one test;
-    ``botapi`` (a FakeBotApi): Telegram is enabled too, polling it."""
+    ``botapi`` (a FakeBotApi): Telegram is enabled too, polling it; ``database_url``: that
+    PostgreSQL database (media/ in ``data_dir``), else a SQLite file in ``data_dir``."""
     server = synapse.server_name
     data: dict[str, Any] = {
         "matrix": {"homeserver": synapse.url, "user_id": user_id(synapse, BOT)},
@@ -51,7 +52,8 @@ def bridge_settings(synapse: LocalSynapse, graph: FakeGraph, data_dir: Path, *, 
         "whatsapp": {"enabled": True, "graph_url": graph.url, "api_version": graph.api_version,
                      "phone_number_id": graph.phone_number_id},
         "http": {"host": "127.0.0.1", "port": 0},
-        "database": {"path": str(data_dir / "pengaduan.db")},
+        "database": ({"url": database_url, "data_dir": str(data_dir)} if database_url
+                     else {"path": str(data_dir / "pengaduan.db")}),
         "sop": {"profile": "mojokerto"},
     }
     if botapi is not None:

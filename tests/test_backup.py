@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import nio
+import pytest
 
 from bridge.backup import backup
 from bridge.retention import media_path
@@ -34,6 +35,7 @@ def assert_owner_only(folder: Path) -> None:
         assert mode(p) == (0o700 if p.is_dir() else 0o600), p
 
 
+@pytest.mark.sqlite_only          # main.py backup copies a SQLite file (PostgreSQL: pg_dump)
 async def test_a_backup_while_the_bridge_writes_restores_the_case_and_its_files(make_env, tmp_path: Path) -> None:
     env = await make_env()
     citizen = "6281234500321"

@@ -3,7 +3,6 @@ the same SQL, the same answers."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 

@@ -70,7 +70,7 @@ async def test_the_sync_token_is_kept_for_the_next_start(env: Env) -> None:
     from tests.harness import until
     await until(lambda: env.bridge.matrix.last_sync_ok, what="a sync")
     await env.stop_bridge()
-    store = await Store.open(env.settings.database_path)
+    store = await Store.open(env.settings.database_url)
     async with store.reading() as tx:
         token = await tx.get_state("sync_token")
     await store.close()

@@ -162,7 +162,7 @@ async def test_polling_across_a_restart_neither_skips_nor_repeats(tg_env) -> Non
     calls_before = len(tg.get_updates_calls)
     budi = TgUser(id=5550003, first_name="Budi")
     updates = [tg.text(budi, text) for text in ("halo", "Budi Santoso", "3402124501900003")]   # while it is down
-    store = await Store.open(env.settings.database_path)
+    store = await Store.open(env.settings.database_url)
     try:
         async with store.reading() as tx:
             stored = int((await tx.get_cursor("telegram"))[0])
@@ -189,7 +189,7 @@ async def test_an_offset_older_than_a_week_is_not_used(tg_env) -> None:
     env = tg_env
     await tg_complaint(env, SITI, "KTP-el saya hilang")
     await env.stop_bridge()
-    store = await Store.open(env.settings.database_path)
+    store = await Store.open(env.settings.database_url)
     try:
         async with store.transaction() as tx:
             position, _ = await tx.get_cursor("telegram")

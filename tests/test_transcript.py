@@ -68,6 +68,6 @@ def test_main_case_command_prints_the_whole_contact(tmp_path) -> None:
     from main import print_case
     db = tmp_path / "db.sqlite"
     asyncio.run(_case(db))
-    text = print_case(SimpleNamespace(database_path=db, sop=PROFILES["mojokerto"]), TICKET.lower())
+    text = print_case(SimpleNamespace(database_url=f"sqlite:///{db}", sop=PROFILES["mojokerto"]), TICKET.lower())
     assert text.startswith(f"TRANSKRIP PENGADUAN {TICKET}")
     assert f"(WhatsApp {PHONE})" in text and f"NIK saya {NIK}" in text

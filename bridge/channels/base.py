@@ -257,6 +257,10 @@ class Channel(abc.ABC):
         """aiohttp routes this channel serves (its webhooks)."""
         return []
 
+    # Set by the bridge before start() for a channel that polls its service: one process at
+    # a time may (bridge/lease.py). None: this channel's receiving needs no lease.
+    lease: Any = None
+
     async def start(self, sink: InboundSink) -> None:
         """Begin receiving; inbound traffic goes to ``sink``."""
         self.sink = sink

@@ -329,10 +329,16 @@ class TelegramChannel(base.Channel):
         backoff = 1.0
         while True:
             try:
+                if self.lease is not None and not self.lease.held.is_set():
+                    # Another bridge process polls (Telegram allows one getUpdates at a time).
+                    await self.lease.wait()
+                    offset = await self._stored_offset()        # where that process stopped
                 params: dict[str, Any] = {"timeout": self.poll_timeout, "allowed_updates": ALLOWED_UPDATES}
                 if offset is not None:
                     params["offset"] = offset
                 updates = await self.call("getUpdates", params)
+                if self.lease is not None and not self.lease.held.is_set():
+                    continue          # lost while it waited: not confirmed, the holder gets them again
                 if not isinstance(updates, list):
                     raise DeliveryError(f"getUpdates answered {type(updates).__name__}, not a list", transient=True)
                 if updates:
