@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:           # e.g. a month that is not YYYY-MM
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except NoDatabase as e:           # case, export, purge, backup, migrate-db: they never make a database
+    except NoDatabase as e:           # case, export, purge, backup, migrate-db never make a database; PostgreSQL down
         print(no_database(args.config, e), file=sys.stderr)
         return 2
     except transcript.NotFound as e:

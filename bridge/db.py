@@ -39,6 +39,10 @@ class BadDatabaseUrl(ValueError):
     """A database URL this code cannot open."""
 
 
+class DatabaseUnavailable(Exception):
+    """The database server cannot be reached, or refused us (the message has no password)."""
+
+
 def parse_url(url: str) -> tuple[str, str]:
     """(dialect, target): the SQLite file's path, or the PostgreSQL URL as given."""
     scheme = urlsplit(url).scheme
@@ -317,8 +321,11 @@ class PostgresDatabase(Database):
         so a write fails)."""
         import asyncpg          # only where PostgreSQL is used
         settings = {"default_transaction_read_only": "on"} if read_only else None
-        return cls(await asyncpg.create_pool(url, min_size=1, max_size=size, server_settings=settings),
-                   _without_password(url), url)
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=size, server_settings=settings)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise DatabaseUnavailable(f"cannot open {_without_password(url)}: {e}") from None
+        return cls(pool, _without_password(url), url)
 
     async def try_lock(self, key: str) -> bool:
         """Take the session lock ``key`` unless another process holds it. Held on a connection

@@ -28,7 +28,8 @@ from typing import Any, AsyncIterator, Iterator, Sequence
 
 from bridge.channels.base import STATUS_ORDER, InboundMessage, StatusUpdate
 from bridge.clock import parse_ts, ts
-from bridge.db import POSTGRESQL, Conn, Database, PostgresDatabase, SQLiteConn, SQLiteDatabase, parse_url
+from bridge.db import (POSTGRESQL, Conn, Database, DatabaseUnavailable, PostgresDatabase, SQLiteConn,
+                       SQLiteDatabase, parse_url)
 from bridge.migrations import UPGRADES
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ MEDIA_DIR = "media"     # beside the database: the citizens' files (bridge/effec
 
 
 class NoDatabase(Exception):
-    """``Store.open(where, create=False)``: no database there, or not one this code reads."""
+    """``Store.open(where, create=False)``: no database there, or not one this code reads;
+    and on PostgreSQL, a server that cannot be reached or refuses us (either way)."""
 
 
 class Store:
@@ -67,7 +69,7 @@ class Store:
             return await cls._open_existing(path, target)
         db: SQLiteDatabase | PostgresDatabase
         if path is None:
-            db = await PostgresDatabase.open(target)
+            db = await _postgresql(target)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             _owner_only(path)
@@ -83,7 +85,7 @@ class Store:
     async def _open_existing(cls, path: Path | None, target: str) -> "Store":
         db: SQLiteDatabase | PostgresDatabase
         if path is None:
-            db = await PostgresDatabase.open(target, read_only=True)   # every transaction read-only
+            db = await _postgresql(target, read_only=True)       # every transaction read-only
             where = db.name
         else:
             if not path.is_file():
@@ -157,6 +159,13 @@ class Store:
             return await self.db.in_one_hop(partial(_insert_inbound, items=items))
         async with self.transaction() as tx:
             return await tx.insert_inbound_many(items)
+
+
+async def _postgresql(url: str, *, read_only: bool = False) -> PostgresDatabase:
+    try:
+        return await PostgresDatabase.open(url, read_only=read_only)
+    except DatabaseUnavailable as e:
+        raise NoDatabase(str(e)) from None
 
 
 # What the current task holds open, by store: one more of the same in it would wait for itself.

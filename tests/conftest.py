@@ -11,6 +11,17 @@ import pytest
 from bridge.homeserver import LocalSynapse
 
 
+# The files that take a minute or more, longest first. They start first: the two xdist
+# workers (--dist loadfile hands out files in the order collected) then end at about the
+# same time, instead of one running the soak alone at the end.
+SLOW_FILES = ("test_soak.py", "test_crash.py", "test_faults.py", "test_processes.py", "test_demo.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))     # stable: the rest as collected
+
+
 @pytest.fixture(scope="session")
 def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSynapse]:
     """One real Synapse for the whole session (client API on a free loopback port)."""

@@ -9,7 +9,7 @@ import pytest
 
 from bridge.channels.base import InboundMessage, StatusUpdate
 from tests import queries as q
-from bridge.store import DUE_FOR_ALERT, Store
+from bridge.store import DUE_FOR_ALERT, NoDatabase, Store
 
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
 
@@ -271,3 +271,15 @@ async def test_a_batch_of_webhooks_stores_each_message_once_and_says_which_are_n
         assert stored[1][1] == msg("wamid.1")                         # the message whole, its time typed
         assert (await tx._one("SELECT received_at FROM inbound WHERE external_id = 'wamid.2'"))["received_at"] \
             == T0 + timedelta(seconds=1)
+
+
+async def test_an_unreachable_postgresql_is_named_without_its_password(tmp_path: Path) -> None:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]         # closed again: nothing listens there
+    for create in (True, False):
+        with pytest.raises(NoDatabase) as e:
+            await Store.open(f"postgresql://pengaduan:s3cret@127.0.0.1:{port}/pengaduan", create=create)
+        assert f"cannot open postgresql://pengaduan:***@127.0.0.1:{port}/pengaduan" in str(e.value)
+        assert "s3cret" not in str(e.value)
