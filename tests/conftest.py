@@ -12,8 +12,9 @@ from bridge.homeserver import LocalSynapse
 
 
 # The files that take a minute or more, longest first. They start first: the two xdist
-# workers (--dist loadfile hands out files in the order collected) then end at about the
-# same time, instead of one running the soak alone at the end.
+# workers (./run test: --dist loadfile --no-loadscope-reorder hands out files in the order
+# collected) then end at about the same time, instead of one running the soak alone at the
+# end (xdist's default order is by the number of tests in a file, which puts these last).
 SLOW_FILES = ("test_soak.py", "test_crash.py", "test_faults.py", "test_processes.py", "test_demo.py")
 
 

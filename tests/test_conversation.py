@@ -256,6 +256,10 @@ async def test_a_131047_failure_takes_the_template_path(make_env) -> None:
     template = await env.graph.wait_for_sent(lambda r: r["body"].get("type") == "template")
     assert template["body"]["template"]["name"] == "pengaduan_pertanyaan"
     await case_reaches(env, card.ticket, state="waiting")                     # the question still waits
+    # The question is held once the template's send is recorded (the thread says so), not
+    # when Meta took the template: only then is there something for the citizen's reply to release.
+    await env.admin.wait_for(lambda s: in_thread_of(card.event_id)(s.event) and "⏳" in body(s),
+                             what="the thread told the question waits")
     n = len(env.graph.sent)
     await write(env, "Halo, ada pesan untuk saya?")
     again = await said_to(env, WARGA, "Kapan Anda mengajukan", after=n)
