@@ -1,6 +1,6 @@
 """The bench: how fast and how small the bridge is, next to the parts underneath it.
 
-    bench/run [--quick] [--only startup,ingest,card,staff,scale,burst] [--out FILE] [--profile]
+    bench/run [--quick] [--only startup,ingest,card,staff,scale,processes,burst] [--out FILE] [--profile]
 
 Runs each measure next to its baseline, in the same run on the same machine, loopback
 only, and writes a Markdown table (bench/results.md by default; --quick writes into its
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import BENCH, Row, busy_neighbours, cpu_snapshot, load_average, machine, start_synapse  # noqa: E402
 
-PHASES = ("startup", "ingest", "card", "staff", "scale", "burst")   # the burst last: it takes what is left
+PHASES = ("startup", "ingest", "card", "staff", "scale", "processes", "burst")   # the burst last: it takes what is left
 FAILED = "phase failed"
 BUDGET = 570.0                     # seconds: the whole run stays under 10 minutes
 
@@ -101,9 +101,9 @@ async def main() -> int:
     before = cpu_snapshot()
     load_start = load_average()
     rows: list[Row] = []
-    from bench import ingest, latency, scale, startup
+    from bench import ingest, latency, processes, scale, startup
     runners = {"startup": startup.run, "ingest": ingest.run, "card": latency.card, "staff": latency.staff,
-               "burst": latency.burst, "scale": scale.run}
+               "burst": latency.burst, "scale": scale.run, "processes": processes.run}
     try:
         ctx.log(f"work folder {work}; starting Synapse")
         ctx.hs = await asyncio.to_thread(start_synapse, work / "synapse")
