@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator, Iterator, Sequence
 
 from bridge.channels.base import STATUS_ORDER, InboundMessage, StatusUpdate
 from bridge.clock import parse_ts, ts
-from bridge.db import (POSTGRESQL, Conn, Database, DatabaseUnavailable, PostgresDatabase, SQLiteConn,
+from bridge.db import (POSTGRESQL, SQLITE, Conn, Database, DatabaseUnavailable, PostgresDatabase, SQLiteConn,
                        SQLiteDatabase, parse_url)
 from bridge.migrations import UPGRADES
 
@@ -63,7 +63,7 @@ class Store:
         ``create=False`` is for the shell's read commands (case, export): the database must
         exist and have the latest schema (``NoDatabase`` otherwise); it is opened read-only
         and nothing is written, so a command run against the wrong config changes nothing."""
-        dialect, target = parse_url(where) if isinstance(where, str) and "://" in where else ("sqlite", str(where))
+        dialect, target = parse_url(where) if isinstance(where, str) and "://" in where else (SQLITE, str(where))
         path = Path(target) if dialect != POSTGRESQL else None
         if not create:
             return await cls._open_existing(path, target)
