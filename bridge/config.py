@@ -179,7 +179,8 @@ def from_dict(data: dict[str, Any], env: Mapping[str, str], *, base_dir: Path,
     if log_format not in ("text", "json"):
         raise ConfigError(f"[logging] format: must be \"text\" or \"json\", not {log_format!r}")
     return Settings(matrix=matrix, rooms=rooms, staff=staff, channels=channels, http=http,
-                    database_url=database_url, database_path=db, data_dir=data_dir, sop=profile, units=_units(data), sla=_sla(data),
+                    database_url=database_url, database_path=db, data_dir=data_dir, sop=profile,
+                    units=_units(data), sla=_sla(data),
                     citizen=_citizen(r, base_dir), retention=_retention(r), log_format=log_format, raw=data)
 
 

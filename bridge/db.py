@@ -2,9 +2,9 @@
 
 bridge/store.py runs every statement through this interface. SQL is written once, with
 ``?`` (or ``?3``) placeholders; on PostgreSQL they become ``$1, $2, ...`` (never inside a
-quoted string or a comment). A statement answers as the store needs: ``execute`` the number of rows it
-changed, ``fetch`` a list of dicts, ``fetchrow`` one dict or None, ``fetchval`` the first
-value.
+quoted string or a comment). A statement answers as the store needs: ``execute`` the
+number of rows it changed, ``fetch`` a list of dicts, ``fetchrow`` one dict or None,
+``fetchval`` the first value.
 
 ``Database.open(url)`` takes ``sqlite:///relative/path``, ``sqlite:////absolute/path`` or
 ``postgresql://user@host:port/dbname``. Writes go through ``transaction()``: on SQLite one

@@ -973,7 +973,8 @@ class Tx:
         """Whether an attachment not purged refers to this file (one file id sent to two cases)."""
         row = await self._one(
             "SELECT EXISTS (SELECT 1 FROM outbox WHERE kind = 'matrix.attachment'"
-            f" AND {self._json('payload', 'channel')} = ? AND {self._json('payload', 'attachment', 'ref')} = ?) AS used",
+            f" AND {self._json('payload', 'channel')} = ?"
+            f" AND {self._json('payload', 'attachment', 'ref')} = ?) AS used",
             channel, ref)
         return bool(row["used"])
 

@@ -72,7 +72,8 @@ async def test_the_outbox_head_is_read_again_after_the_claim(two) -> None:
         await tx.outbox_progress(first, {"text_began": "2026-11-23T01:00:00Z"})
     async with b.reading() as tx:
         head = await tx.outbox_head("whatsapp:628")
-    assert (head["id"], head["payload"], head["progress"]) == (first, {"text": "1"}, {"text_began": "2026-11-23T01:00:00Z"})
+    assert (head["id"], head["payload"]) == (first, {"text": "1"})
+    assert head["progress"] == {"text_began": "2026-11-23T01:00:00Z"}       # as it is now, parsed
     async with a.transaction() as tx:
         await tx.outbox_done(first, at=T0, result=None)
     async with b.reading() as tx:
