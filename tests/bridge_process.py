@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections import Counter
 import socket
 import sys
 from pathlib import Path
 
 from bridge.simulator.telegram import FakeBotApi
 from bridge.store import Store
-from tests.harness import BOT, STAFF, user_id
+from tests.harness import BOT, STAFF, StaffClient, user_id
+from tests.story import body
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,6 +101,39 @@ class Process:
             self.proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(self.proc.wait(), 60)
             await self._drain
+
+
+class AdminReacting:
+    """The admin in Element through a crash: sees each new card in the admin room and reacts
+    👀 to it once (again if the homeserver refused it), until ``stop()``."""
+
+    def __init__(self, admin: StaffClient, room: str) -> None:
+        self.admin, self.room = admin, room
+        self.reacted: Counter[str] = Counter()         # ticket -> 👀 sent
+        self._task: asyncio.Task[None] | None = None
+
+    def cards(self) -> dict[str, str]:
+        """ticket -> the card's event id, for every new-complaint card the admin has seen."""
+        return {body(s).split()[3]: s.event.event_id for s in self.admin.seen
+                if s.room_id == self.room and body(s).startswith("📨 Pengaduan baru")}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._react())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _react(self) -> None:
+        while True:
+            for ticket, event_id in list(self.cards().items()):
+                if ticket not in self.reacted:
+                    self.reacted[ticket] += 1
+                    try:
+                        await self.admin.react(self.room, event_id, "👀")
+                    except AssertionError:
+                        self.reacted[ticket] -= 1
+            await asyncio.sleep(0.05)
 
 
 async def read_db(db: Path | str, sql: str) -> list[dict]:

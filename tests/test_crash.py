@@ -19,7 +19,7 @@ from collections import Counter
 import aiohttp
 
 from bridge.simulator.telegram import FakeBotApi, TgUser
-from tests.bridge_process import Process, free_port, read_db, write_config
+from tests.bridge_process import AdminReacting, Process, free_port, read_db, write_config
 from tests.harness import PASSWORD, STAFF, StaffClient, until
 from tests.story import body, in_format
 
@@ -43,29 +43,15 @@ async def test_sigkill_in_a_burst_of_500_from_both_channels(synapse_users, graph
     # As Meta does: a 'sent' status for every accepted message, carrying the send's
     # biz_opaque_callback_data, and posted again while the bridge is down.
     graph.status_webhook_url, graph.report_sent, graph.retry_statuses_for = hook, True, 180.0
-    reacted: Counter[str] = Counter()
+    staff: AdminReacting | None = None
     try:
         await bridge.start()
         await admin.start()
         room = (await admin.client.room_resolve_alias(f"#{prefix}-admin:{synapse_users.server_name}")).room_id
         await admin.join(room)
-
-        def cards() -> dict[str, str]:
-            """ticket -> the card's event id, for every card the admin has seen."""
-            return {body(s).split()[3]: s.event.event_id for s in admin.seen
-                    if s.room_id == room and body(s).startswith("📨 Pengaduan baru")}
-
-        async def staff_react() -> None:       # 👀 on every card as it appears, through the kill
-            while True:
-                for ticket, event_id in list(cards().items()):
-                    if ticket not in reacted:
-                        reacted[ticket] += 1
-                        try:
-                            await admin.react(room, event_id, "👀")
-                        except AssertionError:
-                            reacted[ticket] -= 1
-                await asyncio.sleep(0.05)
-        reactor = asyncio.create_task(staff_react())
+        staff = AdminReacting(admin, room)          # 👀 on every card as it appears, through the kill
+        staff.start()
+        cards, reacted = staff.cards, staff.reacted
 
         wa_ids = [f"62812{70000000 + i}" for i in range(N_WHATSAPP)]
         users = [TgUser(id=7000000 + i, first_name=f"Tg{i}") for i in range(N_TELEGRAM)]
@@ -127,7 +113,7 @@ async def test_sigkill_in_a_burst_of_500_from_both_channels(synapse_users, graph
             return rows[0]["n"] >= len(reacted)
         await until(lambda: len(reacted) >= total, timeout=120, what="a 👀 on every card")
         await until(all_reacted_and_taken, timeout=120, what="every 👀 acted on")
-        reactor.cancel()
+        staff.stop()
 
         # One case and one card per complaint.
         cases = await read_db(db, "SELECT c.ticket, z.address, z.channel FROM cases c JOIN citizens z"
@@ -173,6 +159,8 @@ async def test_sigkill_in_a_burst_of_500_from_both_channels(synapse_users, graph
         print(f"\ncrash: {found} WhatsApp replies found taken by their status, "
               f"{len(twice)} Telegram replies sent twice (cut by the kill)")
     finally:
+        if staff is not None:
+            staff.stop()
         await bridge.stop()
         await admin.stop()
         await botapi.stop()

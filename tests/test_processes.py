@@ -21,7 +21,7 @@ import aiohttp
 
 from bridge.simulator.telegram import FakeBotApi, TgUser
 from bridge.store import Store
-from tests.bridge_process import Process, free_port, write_config
+from tests.bridge_process import AdminReacting, Process, free_port, write_config
 from tests.harness import PASSWORD, STAFF, StaffClient, until
 from tests.story import body, in_format
 
@@ -51,7 +51,7 @@ async def test_two_processes_share_the_work_and_one_takes_over_when_the_other_is
     graph.status_webhook_url, graph.report_sent, graph.retry_statuses_for = hooks[1], True, 180.0
     admin = StaffClient(synapse_users, STAFF["admin"])
     db: Store | None = None
-    reacted: Counter[str] = Counter()
+    staff: AdminReacting | None = None
     try:
         await first.start()
         await survivor.start()
@@ -70,22 +70,9 @@ async def test_two_processes_share_the_work_and_one_takes_over_when_the_other_is
         await admin.start()
         room = (await admin.client.room_resolve_alias(f"#{prefix}-admin:{synapse_users.server_name}")).room_id
         await admin.join(room)
-
-        def cards() -> dict[str, str]:
-            return {body(s).split()[3]: s.event.event_id for s in admin.seen
-                    if s.room_id == room and body(s).startswith("📨 Pengaduan baru")}
-
-        async def staff_react() -> None:        # 👀 on every card as it appears, through the kill
-            while True:
-                for ticket, event_id in list(cards().items()):
-                    if ticket not in reacted:
-                        reacted[ticket] += 1
-                        try:
-                            await admin.react(room, event_id, "👀")
-                        except AssertionError:
-                            reacted[ticket] -= 1
-                await asyncio.sleep(0.05)
-        reactor = asyncio.create_task(staff_react())
+        staff = AdminReacting(admin, room)          # 👀 on every card as it appears, through the kill
+        staff.start()
+        cards, reacted = staff.cards, staff.reacted
 
         wa_ids = [f"62813{70000000 + i}" for i in range(N_WHATSAPP)]
         for user in (TgUser(id=8000000 + i, first_name=f"Tg{i}") for i in range(N_TELEGRAM)):
@@ -130,7 +117,7 @@ async def test_two_processes_share_the_work_and_one_takes_over_when_the_other_is
             await until(all_acted_on, timeout=120, what="every 👀 acted on")
         except AssertionError as e:
             raise AssertionError(f"{e}: {await progress()}") from None
-        reactor.cancel()
+        staff.stop()
 
         # The survivor took the sync and the polling over, and acted on the staff's reactions after the kill.
         assert await holders() == {"matrix-sync": survivor.proc.pid, "telegram-polling": survivor.proc.pid}
@@ -160,6 +147,8 @@ async def test_two_processes_share_the_work_and_one_takes_over_when_the_other_is
         assert set(replies.values()) == {1}, [w for w, n in replies.items() if n > 1]
         assert set(Counter(m["chat_id"] for m in botapi.sent if "ADU-" in m["text"]).values()) <= {1, 2}
     finally:
+        if staff is not None:
+            staff.stop()
         for p in processes:
             await p.stop()
         if db is not None:
