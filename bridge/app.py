@@ -87,7 +87,7 @@ class Bridge:
                 earlier_card=self.cases.earlier_card, profile=self.profile,
                 on_held=self.cases.message_held).register(self.dispatcher)
         for name, channel in self.channels.items():
-            if getattr(channel, "mode", None) == "polling":     # one process at a time polls
+            if channel.polls:                                   # one process at a time polls
                 channel.lease = Lease(store, f"{name}-polling")
                 await channel.lease.start()
                 self._started.append(channel.lease)

@@ -156,6 +156,7 @@ def _rowcount(status: str) -> int:
 
 class Database(abc.ABC):
     dialect: str
+    shared: bool        # other processes may use it at the same time (then their work is claimed)
 
     @staticmethod
     async def open(url: str) -> "Database":
@@ -192,6 +193,7 @@ class SQLiteDatabase(Database):
     while a write is under way)."""
 
     dialect = SQLITE
+    shared = False      # one process: a SQLite file has one bridge
 
     def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._writer, self._reader = writer, reader
@@ -252,6 +254,13 @@ class SQLiteDatabase(Database):
             finally:
                 await self._reader.rollback()
 
+    async def try_lock(self, key: str) -> bool:
+        """One process: nothing to claim from another (PostgresDatabase.try_lock)."""
+        return True
+
+    async def unlock(self, key: str) -> None:
+        pass
+
     async def schema_version(self) -> int:
         return await SQLiteConn(self._writer).fetchval("PRAGMA user_version")
 
@@ -307,10 +316,11 @@ def _in_one_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connecti
 
 class PostgresDatabase(Database):
     dialect = POSTGRESQL
+    shared = True
 
-    def __init__(self, pool: Any, name: str, url: str = "") -> None:      # an asyncpg pool
+    def __init__(self, pool: Any, url: str) -> None:      # an asyncpg pool
         self._pool = pool
-        self.name = name            # the URL without its password, for messages
+        self.name = _without_password(url)      # for messages
         self._url = url
         self._locks: Any = None     # the connection that holds this process's session locks
         self._locks_lock = asyncio.Lock()
@@ -325,7 +335,7 @@ class PostgresDatabase(Database):
             pool = await asyncpg.create_pool(url, min_size=1, max_size=size, server_settings=settings)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             raise DatabaseUnavailable(f"cannot open {_without_password(url)}: {e}") from None
-        return cls(pool, _without_password(url), url)
+        return cls(pool, url)
 
     async def try_lock(self, key: str) -> bool:
         """Take the session lock ``key`` unless another process holds it. Held on a connection

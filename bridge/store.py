@@ -110,16 +110,15 @@ class Store:
     def shared(self) -> bool:
         """Whether other bridge processes may use this database too (PostgreSQL): then each
         piece of work is claimed before it is done (``try_lock``, ``Tx.claim``)."""
-        return isinstance(self.db, PostgresDatabase)
+        return self.db.shared
 
     async def try_lock(self, key: str) -> bool:
         """Claim ``key`` across processes until ``unlock`` (or this process's end): False while
         another process holds it. On SQLite, one process: always True."""
-        return await self.db.try_lock(key) if isinstance(self.db, PostgresDatabase) else True
+        return await self.db.try_lock(key)
 
     async def unlock(self, key: str) -> None:
-        if isinstance(self.db, PostgresDatabase):
-            await self.db.unlock(key)
+        await self.db.unlock(key)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator["Tx"]:
@@ -159,6 +158,13 @@ class Store:
             return await self.db.in_one_hop(partial(_insert_inbound, items=items))
         async with self.transaction() as tx:
             return await tx.insert_inbound_many(items)
+
+
+def _outbox_row(row: Row) -> Row:
+    """An outbox row with its payload and progress parsed (progress {} when none)."""
+    row["payload"] = json.loads(row["payload"])
+    row["progress"] = json.loads(row["progress"]) if row["progress"] else {}
+    return row
 
 
 async def _postgresql(url: str, *, read_only: bool = False) -> PostgresDatabase:
@@ -323,10 +329,7 @@ class Tx:
         """The target's first pending row (the one to deliver next), as due_outbox gives it."""
         row = await self._one("SELECT * FROM outbox WHERE state = 'pending' AND target = ? ORDER BY id LIMIT 1",
                               target)
-        if row is not None:
-            row["payload"] = json.loads(row["payload"])
-            row["progress"] = json.loads(row["progress"]) if row["progress"] else {}
-        return row
+        return _outbox_row(row) if row is not None else None
 
     async def insert_inbound(self, msg: InboundMessage, received_at: datetime) -> bool:
         """Store one inbound message; False when (channel, external id) was seen before."""
@@ -684,8 +687,7 @@ class Tx:
             ts(now), json.dumps(list(busy)), *background_args, limit)
         rows.sort(key=lambda r: r["id"])
         for r in rows:
-            r["payload"] = json.loads(r["payload"])
-            r["progress"] = json.loads(r["progress"]) if r["progress"] else {}
+            _outbox_row(r)
         return rows
 
     async def outbox_payload(self, row_id: int) -> dict[str, Any] | None:
@@ -758,8 +760,7 @@ class Tx:
         """A case's effects of one kind, in order, with their progress (a case's evidence)."""
         rows = await self._all("SELECT * FROM outbox WHERE case_id = ? AND kind = ? ORDER BY id", case_id, kind)
         for r in rows:
-            r["payload"] = json.loads(r["payload"])
-            r["progress"] = json.loads(r["progress"]) if r["progress"] else {}
+            _outbox_row(r)
         return rows
 
     async def outbox_backlog(self) -> dict[str, int]:

@@ -104,11 +104,12 @@ class Process:
 
 
 class AdminReacting:
-    """The admin in Element through a crash: sees each new card in the admin room and reacts
-    👀 to it once (again if the homeserver refused it), until ``stop()``."""
+    """The admin in Element through a crash: joins the admin room (``alias``), sees each new
+    card there and reacts 👀 to it once (again if the homeserver refused it), until ``stop()``."""
 
-    def __init__(self, admin: StaffClient, room: str) -> None:
-        self.admin, self.room = admin, room
+    def __init__(self, admin: StaffClient, alias: str) -> None:
+        self.admin, self.alias = admin, alias
+        self.room = ""
         self.reacted: Counter[str] = Counter()         # ticket -> 👀 sent
         self._task: asyncio.Task[None] | None = None
 
@@ -117,7 +118,10 @@ class AdminReacting:
         return {body(s).split()[3]: s.event.event_id for s in self.admin.seen
                 if s.room_id == self.room and body(s).startswith("📨 Pengaduan baru")}
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        await self.admin.start()
+        self.room = (await self.admin.client.room_resolve_alias(self.alias)).room_id
+        await self.admin.join(self.room)
         self._task = asyncio.create_task(self._react())
 
     def stop(self) -> None:

@@ -46,12 +46,9 @@ async def test_sigkill_in_a_burst_of_500_from_both_channels(synapse_users, graph
     staff: AdminReacting | None = None
     try:
         await bridge.start()
-        await admin.start()
-        room = (await admin.client.room_resolve_alias(f"#{prefix}-admin:{synapse_users.server_name}")).room_id
-        await admin.join(room)
-        staff = AdminReacting(admin, room)          # 👀 on every card as it appears, through the kill
-        staff.start()
-        cards, reacted = staff.cards, staff.reacted
+        staff = AdminReacting(admin, f"#{prefix}-admin:{synapse_users.server_name}")
+        await staff.start()                         # 👀 on every card as it appears, through the kill
+        room, cards, reacted = staff.room, staff.cards, staff.reacted
 
         wa_ids = [f"62812{70000000 + i}" for i in range(N_WHATSAPP)]
         users = [TgUser(id=7000000 + i, first_name=f"Tg{i}") for i in range(N_TELEGRAM)]

@@ -67,12 +67,9 @@ async def test_two_processes_share_the_work_and_one_takes_over_when_the_other_is
         assert await holders() == {"matrix-sync": first.proc.pid, "telegram-polling": first.proc.pid}
         assert any("another bridge process syncs; this one stands by" in line for line in survivor.log)
 
-        await admin.start()
-        room = (await admin.client.room_resolve_alias(f"#{prefix}-admin:{synapse_users.server_name}")).room_id
-        await admin.join(room)
-        staff = AdminReacting(admin, room)          # 👀 on every card as it appears, through the kill
-        staff.start()
-        cards, reacted = staff.cards, staff.reacted
+        staff = AdminReacting(admin, f"#{prefix}-admin:{synapse_users.server_name}")
+        await staff.start()                         # 👀 on every card as it appears, through the kill
+        room, cards, reacted = staff.room, staff.cards, staff.reacted
 
         wa_ids = [f"62813{70000000 + i}" for i in range(N_WHATSAPP)]
         for user in (TgUser(id=8000000 + i, first_name=f"Tg{i}") for i in range(N_TELEGRAM)):

@@ -257,9 +257,14 @@ class Channel(abc.ABC):
         """aiohttp routes this channel serves (its webhooks)."""
         return []
 
-    # Set by the bridge before start() for a channel that polls its service: one process at
-    # a time may (bridge/lease.py). None: this channel's receiving needs no lease.
+    # Set by the bridge before start() when ``polls``: one process at a time may poll the
+    # service (bridge/lease.py). None: this channel's receiving needs no lease.
     lease: Any = None
+
+    @property
+    def polls(self) -> bool:
+        """Whether this channel asks its service for messages (rather than being sent them)."""
+        return False
 
     async def start(self, sink: InboundSink) -> None:
         """Begin receiving; inbound traffic goes to ``sink``."""

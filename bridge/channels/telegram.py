@@ -301,11 +301,15 @@ class TelegramChannel(base.Channel):
         return BotApiDemo()
 
     # -- lifecycle -------------------------------------------------------------------
+    @property
+    def polls(self) -> bool:
+        return self.mode == "polling"
+
     async def start(self, sink: base.InboundSink) -> None:
         await super().start(sink)
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout))
-        if self.mode == "polling":
+        if self.polls:
             self._task = asyncio.create_task(self._poll(), name="telegram-polling")
 
     async def stop(self) -> None:
