@@ -13,9 +13,11 @@ def system_clock() -> datetime:
 
 def ts(dt: datetime) -> str:
     """Stored form: UTC, fixed width, so that text order is time order."""
-    if dt.tzinfo is None:
-        raise ValueError("naive datetime: the bridge stores aware times only")
-    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    if dt.tzinfo is not timezone.utc:          # most are UTC already (every webhook's times)
+        if dt.tzinfo is None:
+            raise ValueError("naive datetime: the bridge stores aware times only")
+        dt = dt.astimezone(timezone.utc)
+    return dt.isoformat(timespec="microseconds")
 
 
 def parse_ts(text: str) -> datetime:

@@ -59,7 +59,7 @@ class _StoredLog:
     def __init__(self) -> None:
         self._timer: asyncio.TimerHandle | None = None
         self._new: list[InboundMessage] = []            # the first new message of the period
-        self._kinds: Counter[str] = Counter()
+        self._kinds: Counter[tuple[str, str]] = Counter()     # by channel and kind
         self._stored = self._commits = 0
 
     def add(self, items: Sequence[tuple[InboundMessage, datetime]], stored: set[tuple[str, str]]) -> None:
@@ -69,7 +69,7 @@ class _StoredLog:
                 log.info("intake: %s seen before, ignored", _one(m))
                 continue
             self._stored += 1
-            self._kinds[f"{m.channel} {m.kind}"] += 1
+            self._kinds[m.channel, m.kind] += 1
             if not self._new:
                 self._new.append(m)
             if debug:
@@ -85,7 +85,7 @@ class _StoredLog:
         if self._stored == 1:
             log.info("intake: stored %s", _one(self._new[0]))
         elif self._stored:
-            kinds = ", ".join(f"{k} {n:,}" for k, n in self._kinds.items())
+            kinds = ", ".join(f"{channel} {kind} {n:,}" for (channel, kind), n in self._kinds.items())
             took = f"in {self._commits:,} transactions" if self._commits > 1 else "in one transaction"
             log.info("intake: stored %s messages %s (%s)", f"{self._stored:,}", took, kinds)
         self._new.clear()

@@ -242,7 +242,7 @@ def _insert_inbound(conn: sqlite3.Connection, items: Sequence[tuple[InboundMessa
             "INSERT INTO inbound (channel, external_id, address, kind, sent_at, received_at, message) VALUES "
             + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk)) + " ON CONFLICT (channel, external_id) DO NOTHING",
             [v for m, at in chunk for v in (m.channel, m.external_id, m.address, m.kind, ts(m.at), ts(at),
-                                            json.dumps(m.to_dict(), ensure_ascii=False))])
+                                            m.to_json())])
         new.update(k for k in keys if k not in known)
     return new
 
@@ -337,7 +337,7 @@ class Tx:
             "INSERT INTO inbound (channel, external_id, address, kind, sent_at, received_at, message)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel, external_id) DO NOTHING",
             msg.channel, msg.external_id, msg.address, msg.kind, ts(msg.at), ts(received_at),
-            json.dumps(msg.to_dict(), ensure_ascii=False),
+            msg.to_json(),
         ) == 1
 
     async def insert_inbound_many(self, items: Sequence[tuple[InboundMessage, datetime]]) -> set[tuple[str, str]]:
@@ -351,7 +351,7 @@ class Tx:
             " SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])"
             " ON CONFLICT (channel, external_id) DO NOTHING RETURNING channel, external_id",
             *map(list, zip(*[(m.channel, m.external_id, m.address, m.kind, ts(m.at), ts(at),
-                              json.dumps(m.to_dict(), ensure_ascii=False)) for m, at in items])))
+                              m.to_json()) for m, at in items])))
         return {(r["channel"], r["external_id"]) for r in rows}
 
     async def save_cursor(self, channel: str, position: str, at: datetime) -> None:
@@ -368,7 +368,7 @@ class Tx:
     async def pending_inbound(self, limit: int = 100) -> list[tuple[int, InboundMessage]]:
         rows = await self._all(
             "SELECT id, message FROM inbound WHERE state = 'new' ORDER BY id LIMIT ?", limit)
-        return [(r["id"], InboundMessage.from_dict(json.loads(r["message"]))) for r in rows]
+        return [(r["id"], InboundMessage.from_json(r["message"])) for r in rows]
 
     async def inbound_attempt_failed(self, inbound_id: int, error: str, *, max_attempts: int) -> int:
         """Count a failed processing of a stored message; at ``max_attempts`` it is set aside
@@ -393,7 +393,7 @@ class Tx:
 
     async def case_messages(self, case_id: int) -> list[tuple[int, InboundMessage]]:
         rows = await self._all("SELECT id, message FROM inbound WHERE case_id = ? ORDER BY id", case_id)
-        return [(r["id"], InboundMessage.from_dict(json.loads(r["message"]))) for r in rows]
+        return [(r["id"], InboundMessage.from_json(r["message"])) for r in rows]
 
     # -- citizens --------------------------------------------------------------------
     async def upsert_citizen(self, channel: str, address: str, *, name: str | None,

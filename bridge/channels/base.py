@@ -14,10 +14,12 @@ delivery, how its addresses are shown, what setup and the demo do for it); the r
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
+import orjson
 from aiohttp import web
 
 from bridge.errors import DeliveryError, NotYet  # noqa: F401  (what send_* raise)
@@ -87,13 +89,32 @@ class InboundMessage:
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        required = ("channel", "external_id", "address", "kind")
-        d = {k: v for k, v in self.__dict__.items()
-             if k in required or (k not in ("attachments", "at", "raw") and v not in (None, "", False))}
+        """Every field, but those of the optional ones that are empty (None, "" or False)."""
+        d: dict[str, Any] = {"channel": self.channel, "external_id": self.external_id, "address": self.address,
+                             "kind": self.kind}
+        for k in _OPTIONAL:
+            if (v := getattr(self, k)) is not None and v != "" and v is not False:
+                d[k] = v
         d["at"] = self.at.isoformat()
         d["attachments"] = [a.to_dict() for a in self.attachments]
         d["raw"] = self.raw
         return d
+
+    def to_json(self) -> str:
+        """The stored form (the inbound table's ``message``): ``to_dict`` as JSON text.
+
+        orjson, which does this in a third of the time ``json`` takes: it runs for every
+        webhook's message. A number beyond 64 bits in ``raw`` (no service sends one, but
+        it must not be lost) is left to ``json``."""
+        d = self.to_dict()
+        try:
+            return orjson.dumps(d).decode()
+        except orjson.JSONEncodeError:
+            return json.dumps(d, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "InboundMessage":
+        return cls.from_dict(orjson.loads(text))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InboundMessage":
@@ -102,6 +123,9 @@ class InboundMessage:
         d["attachments"] = tuple(Attachment.from_dict(a) for a in d.get("attachments", ()))
         return cls(**d)
 
+
+_OPTIONAL = tuple(f.name for f in fields(InboundMessage)
+                  if f.name not in ("channel", "external_id", "address", "kind", "at", "attachments", "raw"))
 
 # Delivery states of our outbound messages, in the only order they may move.
 STATUS_ORDER = {"pending": 0, "accepted": 1, "sent": 2, "delivered": 3, "read": 4, "failed": 5}

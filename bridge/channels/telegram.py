@@ -30,6 +30,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from bridge.channels import base
@@ -436,7 +437,7 @@ class TelegramChannel(base.Channel):
             log.warning("telegram: webhook without the right secret token refused (%s)", request.remote)
             return web.json_response({"error": "bad secret token"}, status=401)
         try:
-            update = json.loads(await request.read())
+            update = orjson.loads(await request.read())
         except ValueError as e:
             log.warning("telegram: malformed webhook body refused: %s", e)
             return web.json_response({"error": f"malformed JSON: {e}"}, status=400)

@@ -8,6 +8,7 @@ See ../shared/API-NOTES.md for the wire format this follows.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -18,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from bridge.channels import base
@@ -135,7 +137,16 @@ def signature_ok(app_secret: str, body: bytes, header: str | None) -> bool:
         given = bytes.fromhex(header[len("sha256="):].strip())
     except ValueError:
         return False
-    return hmac.compare_digest(hmac.digest(app_secret.encode(), body, "sha256"), given)
+    mac = _keyed(app_secret).copy()
+    mac.update(body)
+    return hmac.compare_digest(mac.digest(), given)
+
+
+@functools.lru_cache(maxsize=4)
+def _keyed(app_secret: str) -> hmac.HMAC:
+    """The HMAC with the app secret as its key, made once: a copy is half the work of
+    keying it again, for every webhook."""
+    return hmac.new(app_secret.encode(), digestmod=hashlib.sha256)
 
 
 def _time(value: Any) -> datetime:
@@ -201,14 +212,14 @@ def _message(m: Any, contacts: dict[str, dict[str, Any]]) -> InboundMessage:
     if not sender:
         raise BadPayload(f"message {m['id']} has no sender")
     context = m.get("context") or {}
-    common = dict(
+    profile = contact.get("profile") or {}
+    body = _body(m["type"], m)
+    return InboundMessage(
         channel=NAME, external_id=str(m["id"]), address=normalize_msisdn(str(sender)),
-        at=_time(m.get("timestamp")), name=(contact.get("profile") or {}).get("name"),
-        username=(contact.get("profile") or {}).get("username"),
-        user_id=contact.get("user_id") or m.get("from_user_id"),
-        reply_to=context.get("id"), forwarded=bool(context.get("forwarded")), raw=m,
+        at=_time(m.get("timestamp")), name=profile.get("name"), username=profile.get("username"),
+        user_id=body.pop("user_id", None) or contact.get("user_id") or m.get("from_user_id"),
+        reply_to=context.get("id"), forwarded=bool(context.get("forwarded")), raw=m, **body,
     )
-    return InboundMessage(**{**common, **_body(m["type"], m)})
 
 
 def _body(mtype: str, m: dict[str, Any]) -> dict[str, Any]:
@@ -378,7 +389,7 @@ class WhatsAppChannel(base.Channel):
                         request.remote)
             return web.json_response({"error": "bad signature"}, status=401)
         try:
-            payload = json.loads(body)
+            payload = orjson.loads(body)     # orjson: a third of json's time, for every webhook
         except ValueError as e:                   # not JSON at all (JSONDecodeError, bad UTF-8)
             log.warning("whatsapp: malformed notification refused: %s", e)
             return web.json_response({"error": f"malformed notification: {e}"}, status=400)
