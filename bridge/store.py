@@ -152,10 +152,10 @@ class Store:
     async def insert_inbound(self, items: Sequence[tuple[InboundMessage, datetime]]) -> set[tuple[str, str]]:
         """Store inbound messages (each with when it arrived) in a transaction of their own:
         the webhooks' path (bridge/intake.py). Returns the (channel, external id) stored
-        now; the others were seen before. On SQLite the whole transaction is one hop to
-        the writer's thread (SQLiteDatabase.in_one_hop)."""
+        now; the others were seen before. On SQLite the whole transaction runs at once on
+        the event loop's own thread (SQLiteDatabase.write_now)."""
         if isinstance(self.db, SQLiteDatabase):
-            return await self.db.in_one_hop(partial(_insert_inbound, items=items))
+            return await self.db.write_now(partial(_insert_inbound, items=items))
         async with self.transaction() as tx:
             return await tx.insert_inbound_many(items)
 
@@ -224,7 +224,7 @@ async def _migrate(db: Database) -> None:
         await db.upgrade(version, UPGRADES[version])
 
 
-# -- plain sqlite3, run on the writer's thread in one hop for all of it (in_one_hop).
+# -- plain sqlite3, run in one go for all of it (SQLiteDatabase.write_now).
 _INBOUND_ROWS = 500        # rows of one statement below: 7 parameters each, far under SQLite's 32,766
 
 

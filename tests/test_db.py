@@ -3,10 +3,14 @@ the same SQL, the same answers."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
-from bridge.db import BadDatabaseUrl, Database, numbered, parse_url
+from bridge.db import BadDatabaseUrl, Database, SQLiteConn, SQLiteDatabase, numbered, parse_url
 
 
 @pytest.fixture
@@ -117,3 +121,124 @@ async def test_schema_upgrades_run_once_whole_or_not_at_all_even_from_two_proces
         await other.close()
     assert sorted(done) == [False, True] and len(ran) == 2            # one of them did it, once
     assert await db.schema_version() == 2
+
+
+async def _checkpointed(db: SQLiteDatabase) -> None:
+    """Until the checkpoint task has nothing left to do."""
+    for _ in range(250):
+        if db._checkpoints is None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the checkpoint task never finished")
+
+
+async def _write(db: SQLiteDatabase, rows: int) -> None:
+    async with db.transaction() as conn:
+        await conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, data TEXT)")
+        await conn.executemany("INSERT INTO t (data) VALUES (?)", [("x" * 1000,) for _ in range(rows)])
+
+
+def _log_pages(path: Path) -> int:
+    """The pages in the log now (since it last started over); copies them too, as any checkpoint."""
+    with closing(sqlite3.connect(path)) as other:
+        return other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+
+
+async def test_sqlite_commits_leave_the_checkpoint_to_a_connection_beside_the_writer(tmp_path: Path) -> None:
+    """A commit never copies the log into the file (the webhooks waiting for it would wait
+    for that too); a connection beside the writer does, once the commit is done, and
+    empties the log once the writes pause."""
+    path, wal = tmp_path / "x.db", tmp_path / "x.db-wal"
+    db = await SQLiteDatabase.open(path)
+    try:
+        db.checkpoint_every = 0.05
+        before = path.stat().st_size
+        await _write(db, 6000)             # more than SQLite's own checkpoints wait for (1,000 pages)
+        assert path.stat().st_size == before                  # all of it in the log: the commit copied nothing
+        assert wal.stat().st_size > 6_000_000
+        await _checkpointed(db)
+        assert path.stat().st_size > 6_000_000                # copied into the file beside the writer
+        assert wal.stat().st_size == 0                        # and emptied once the writes paused
+        await _write(db, 1)
+        assert _log_pages(path) < 10
+        async with db.reading() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM t") == 6001
+    finally:
+        await db.close()
+
+
+async def test_sqlite_under_writes_that_never_pause_the_log_starts_over_past_its_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round of the checkpoint task while writes go on (driven here by hand, not by its
+    clock): the copy leaves the newest write uncopied (a reader of an older snapshot holds
+    it back, as a write landing during the copy would), so the log cannot start over by
+    itself; past its limit it is started over all the same, under its limit it goes on."""
+    path = tmp_path / "x.db"
+    db = await SQLiteDatabase.open(path)
+    copy = SQLiteConn.fetchrow
+    reader = sqlite3.connect(path, isolation_level=None)
+
+    async def copy_while_writing(conn: SQLiteConn, sql: str, *args: object) -> object:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()
+        await db.write_now(lambda c: c.execute("INSERT INTO t (data) VALUES ('during')"))
+        try:
+            return await copy(conn, sql, *args)
+        finally:
+            reader.execute("COMMIT")
+
+    monkeypatch.setattr(SQLiteConn, "fetchrow", copy_while_writing)
+    try:
+        db.checkpoint_every = 3600         # the task's own rounds never come in this test
+        db.wal_pages = 1000
+        await _write(db, 1000)            # about 250 pages
+        await db._checkpoint_beside(lull=False)
+        await _write(db, 1)
+        monkeypatch.undo()
+        assert _log_pages(path) > 250     # under its limit: goes on
+        monkeypatch.setattr(SQLiteConn, "fetchrow", copy_while_writing)
+        db.wal_pages = 100
+        await _write(db, 1000)
+        await db._checkpoint_beside(lull=False)
+        await _write(db, 1)
+        monkeypatch.undo()
+        assert _log_pages(path) < 10      # past its limit: started over
+        async with db.reading() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM t") == 2004
+    finally:
+        reader.close()
+        await db.close()
+    assert db._checkpoints is None and db._beside is None
+
+
+async def test_sqlite_the_loops_own_connection_takes_a_round_at_once_or_leaves_it_to_the_writer(
+        tmp_path: Path) -> None:
+    """write_now commits on the event loop's thread; a write lock held by another process
+    sends the round to the writer's thread, which waits there while the loop goes on."""
+    path = tmp_path / "x.db"
+    db = await SQLiteDatabase.open(path)
+    try:
+        await _write(db, 1)
+        threads: list[str] = []
+
+        def insert(conn: sqlite3.Connection) -> int:
+            threads.append(threading.current_thread().name)
+            return conn.execute("INSERT INTO t (data) VALUES ('y')").rowcount
+
+        assert await db.write_now(insert) == 1
+        assert threads == [threading.current_thread().name]
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            asyncio.get_running_loop().call_later(0.2, other.execute, "COMMIT")
+            assert await db.write_now(insert) == 1                # waited for the other, off the loop
+        assert threads[1] != threads[0]
+        def failing(conn: sqlite3.Connection) -> None:
+            insert(conn)
+            raise ValueError("no")
+
+        with pytest.raises(ValueError):
+            await db.write_now(failing)                           # rolled back: the row is not there
+        async with db.reading() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM t WHERE data = 'y'") == 2
+    finally:
+        await db.close()
