@@ -74,6 +74,7 @@ async def run(settings: Settings) -> None:
     stop = stop_on_signals()
     bridge = Bridge(settings)
     await bridge.start()
+    bridge.freeze_what_start_made()
     try:
         await stop.wait()
         log.info("bridge: stopping")

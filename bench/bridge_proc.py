@@ -96,6 +96,7 @@ async def serve(spec: dict) -> None:
     bridge = Bridge(settings, extra_routes=bench_routes(holder))
     holder["bridge"] = bridge
     await bridge.start()
+    bridge.freeze_what_start_made()
     ready = time.perf_counter()
     assert bridge.http is not None and bridge.matrix is not None
     print(json.dumps({"url": bridge.http.url, "pid": os.getpid(), "rooms": bridge.matrix.rooms,

@@ -6,6 +6,7 @@ shutdown runs in reverse and waits for every task it started.
 """
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -116,6 +117,15 @@ class Bridge:
         self._started.append(self.http)
         log.info("bridge: running (SOP %s, channels: %s)", self.profile.name,
                  ", ".join(self.channels) or "none")
+
+    @staticmethod
+    def freeze_what_start_made() -> None:
+        """Called once the bridge runs, by the process that runs it (main.py, the demo): what
+        start-up made lives as long as the bridge, so the garbage collector need not look at
+        it again. Its full collections then look only at what came after: 40 ms each, every
+        few seconds under a flood of webhooks, before (bench/README.md)."""
+        gc.collect()
+        gc.freeze()
 
     async def expire_conversations(self) -> int:
         """End the conversations idle past [citizen] idle_hours (each in its own transaction)."""

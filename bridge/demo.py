@@ -183,6 +183,7 @@ async def run_demo(base: dict[str, Any], data_dir: Path, stop: asyncio.Event, *,
                              demo_env(services), base_dir=data_dir)
         bridge = Bridge(settings, extra_routes=simulator.routes())
         await bridge.start()
+        bridge.freeze_what_start_made()
         assert bridge.http is not None
         for name, service in services.items():
             service.connect(bridge.http.url, simulator.on_bot_message(name))
