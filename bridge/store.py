@@ -22,14 +22,13 @@ import sqlite3
 import stat
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Sequence
 
 from bridge.channels.base import STATUS_ORDER, InboundMessage, StatusUpdate
 from bridge.clock import parse_ts, ts
 from bridge.db import (POSTGRESQL, SQLITE, Conn, Database, DatabaseUnavailable, PostgresDatabase, SQLiteConn,
-                       SQLiteDatabase, parse_url)
+                       SQLiteDatabase, SQLiteHereConn, parse_url)
 from bridge.migrations import UPGRADES
 
 log = logging.getLogger(__name__)
@@ -152,10 +151,7 @@ class Store:
     async def insert_inbound(self, items: Sequence[tuple[InboundMessage, datetime]]) -> set[tuple[str, str]]:
         """Store inbound messages (each with when it arrived) in a transaction of their own:
         the webhooks' path (bridge/intake.py). Returns the (channel, external id) stored
-        now; the others were seen before. On SQLite the whole transaction runs at once on
-        the event loop's own thread (SQLiteDatabase.write_now)."""
-        if isinstance(self.db, SQLiteDatabase):
-            return await self.db.write_now(partial(_insert_inbound, items=items))
+        now; the others were seen before."""
         async with self.transaction() as tx:
             return await tx.insert_inbound_many(items)
 
@@ -224,7 +220,7 @@ async def _migrate(db: Database) -> None:
         await db.upgrade(version, UPGRADES[version])
 
 
-# -- plain sqlite3, run in one go for all of it (SQLiteDatabase.write_now).
+# -- plain sqlite3: a few statements for all of the webhooks' messages (Tx.insert_inbound_many).
 _INBOUND_ROWS = 500        # rows of one statement below: 7 parameters each, far under SQLite's 32,766
 
 
@@ -344,6 +340,8 @@ class Tx:
         """Store inbound messages (each with when it arrived); returns the (channel, external
         id) stored now, the others were seen before. One statement for the whole batch on
         PostgreSQL; on SQLite one hop to the connection's thread."""
+        if isinstance(self.conn, SQLiteHereConn):
+            return _insert_inbound(self.conn.db, items)
         if isinstance(self.conn, SQLiteConn):
             return await self.conn.db._execute(_insert_inbound, self.conn.db._conn, items)
         rows = await self.conn.fetch(

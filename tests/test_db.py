@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from bridge.db import BadDatabaseUrl, Database, SQLiteConn, SQLiteDatabase, numbered, parse_url
+from bridge.db import BadDatabaseUrl, Database, SQLiteConn, SQLiteDatabase, SQLiteHereConn, numbered, parse_url
 
 
 @pytest.fixture
@@ -181,7 +180,8 @@ async def test_sqlite_under_writes_that_never_pause_the_log_starts_over_past_its
     async def copy_while_writing(conn: SQLiteConn, sql: str, *args: object) -> object:
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM t").fetchone()
-        await db.write_now(lambda c: c.execute("INSERT INTO t (data) VALUES ('during')"))
+        async with db.transaction() as writing:
+            await writing.execute("INSERT INTO t (data) VALUES ('during')")
         try:
             return await copy(conn, sql, *args)
         finally:
@@ -211,34 +211,38 @@ async def test_sqlite_under_writes_that_never_pause_the_log_starts_over_past_its
     assert db._checkpoints is None and db._beside is None
 
 
-async def test_sqlite_the_loops_own_connection_takes_a_round_at_once_or_leaves_it_to_the_writer(
+async def test_sqlite_transactions_run_on_the_loops_own_connection_unless_another_process_writes(
         tmp_path: Path) -> None:
-    """write_now commits on the event loop's thread; a write lock held by another process
-    sends the round to the writer's thread, which waits there while the loop goes on."""
     path = tmp_path / "x.db"
     db = await SQLiteDatabase.open(path)
     try:
         await _write(db, 1)
-        threads: list[str] = []
+        async with db.transaction() as conn:
+            assert isinstance(conn, SQLiteHereConn)          # each statement at once, no hop
+            await conn.execute("INSERT INTO t (data) VALUES ('here')")
+        with pytest.raises(ValueError):
+            async with db.transaction() as conn:
+                await conn.execute("INSERT INTO t (data) VALUES ('gone')")
+                raise ValueError("no")
+        ticks = 0
 
-        def insert(conn: sqlite3.Connection) -> int:
-            threads.append(threading.current_thread().name)
-            return conn.execute("INSERT INTO t (data) VALUES ('y')").rowcount
+        async def ticking() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
 
-        assert await db.write_now(insert) == 1
-        assert threads == [threading.current_thread().name]
         with closing(sqlite3.connect(path, isolation_level=None)) as other:
             other.execute("BEGIN IMMEDIATE")
-            asyncio.get_running_loop().call_later(0.2, other.execute, "COMMIT")
-            assert await db.write_now(insert) == 1                # waited for the other, off the loop
-        assert threads[1] != threads[0]
-        def failing(conn: sqlite3.Connection) -> None:
-            insert(conn)
-            raise ValueError("no")
-
-        with pytest.raises(ValueError):
-            await db.write_now(failing)                           # rolled back: the row is not there
+            asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+            ticker = asyncio.create_task(ticking())
+            async with db.transaction() as conn:
+                assert isinstance(conn, SQLiteConn)          # on the writer's thread, which waited
+                await conn.execute("INSERT INTO t (data) VALUES ('after')")
+            ticker.cancel()
+        assert ticks >= 15                                   # the loop went on meanwhile
         async with db.reading() as conn:
-            assert await conn.fetchval("SELECT count(*) FROM t WHERE data = 'y'") == 2
+            assert [r["data"] for r in await conn.fetch("SELECT data FROM t WHERE length(data) < 10 ORDER BY id")] == [
+                "here", "after"]
     finally:
         await db.close()
