@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.db import BadDatabaseUrl, Database, SQLiteConn, SQLiteDatabase, SQLiteHereConn, numbered, parse_url
+from tests.harness import LoopTicks
 
 
 @pytest.fixture
@@ -224,23 +225,14 @@ async def test_sqlite_transactions_run_on_the_loops_own_connection_unless_anothe
             async with db.transaction() as conn:
                 await conn.execute("INSERT INTO t (data) VALUES ('gone')")
                 raise ValueError("no")
-        ticks = 0
-
-        async def ticking() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
         with closing(sqlite3.connect(path, isolation_level=None)) as other:
             other.execute("BEGIN IMMEDIATE")
             asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
-            ticker = asyncio.create_task(ticking())
-            async with db.transaction() as conn:
-                assert isinstance(conn, SQLiteConn)          # on the writer's thread, which waited
-                await conn.execute("INSERT INTO t (data) VALUES ('after')")
-            ticker.cancel()
-        assert ticks >= 15                                   # the loop went on meanwhile
+            async with LoopTicks() as ticks:
+                async with db.transaction() as conn:
+                    assert isinstance(conn, SQLiteConn)      # on the writer's thread, which waited
+                    await conn.execute("INSERT INTO t (data) VALUES ('after')")
+        assert ticks.count >= 15                             # the loop went on meanwhile
         async with db.reading() as conn:
             assert [r["data"] for r in await conn.fetch("SELECT data FROM t WHERE length(data) < 10 ORDER BY id")] == [
                 "here", "after"]

@@ -23,7 +23,7 @@ from bridge.intake import Intake
 from bridge.outbox import Outbox
 from bridge.privacy import mask_phone
 from bridge.store import Store, Tx
-from tests.harness import FakeClock
+from tests.harness import FakeClock, LoopTicks
 
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
 
@@ -305,22 +305,13 @@ async def test_a_round_of_webhooks_is_no_hop_and_waits_for_another_process_off_t
         other.execute("INSERT INTO channel_cursors (channel, position, updated_at) VALUES ('x', '1', '')")
         loop = asyncio.get_running_loop()
         loop.call_later(0.3, other.execute, "COMMIT")
-        ticks = 0
-
-        async def ticking() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticker = asyncio.create_task(ticking())
         t = loop.time()
-        await intake.accept([msg("wamid.busy")], [])
+        async with LoopTicks() as ticks:
+            await intake.accept([msg("wamid.busy")], [])
         waited = loop.time() - t
-        ticker.cancel()
     finally:
         other.close()
-    assert 0.25 <= waited < 3 and ticks >= 15                      # waited on the thread, not on the loop
+    assert 0.25 <= waited < 3 and ticks.count >= 15                # waited on the thread, not on the loop
     assert hops[-3:] == ["execute", "_insert_inbound", "commit"]     # BEGIN, the round, COMMIT: on the writer
     assert "wamid.busy" in stored_ids(store) and committed(store, "SELECT count(*) FROM channel_cursors") == [(1,)]
 
