@@ -200,35 +200,29 @@ class Intake(Worker):
 
     async def _store_arrivals(self, batch: Sequence[_Arrival]
                               ) -> tuple[list[tuple[InboundMessage, datetime]], set[tuple[str, str]]]:
-        """One transaction for what ``accept`` was given by each arrival of ``batch``.
-
-        Messages alone (every WhatsApp webhook with a message) are the common case: the
-        store makes their whole transaction in one hop to its thread
-        (``Store.insert_inbound``). With a cursor or statuses it is an ordinary transaction:
-        the messages (one hop), then each cursor and status in arrival order, as one accept
-        after the other would have. Returns the messages and the keys of those stored now.
+        """One transaction for what ``accept`` was given by each arrival of ``batch``: the
+        messages (a few statements for all of them, ``Tx.insert_inbound_many``), then each
+        cursor and status in arrival order, as one accept after the other would have.
+        Returns the messages and the keys of those stored now.
         """
         items = [(m, a.at) for a in batch for m in a.messages]
-        if not any(a.statuses or a.cursor for a in batch):
-            stored = await self.store.insert_inbound(items) if items else set()
-        else:
-            async with self.store.transaction() as tx:
-                stored = await tx.insert_inbound_many(items) if items else set()
-                # The messages' locks in one order (apply_status takes each): two processes
-                # given the same statuses never wait for each other crosswise.
-                for key in sorted({f"delivery:{st.channel}:{st.external_id}" for a in batch for st in a.statuses}):
-                    await tx.wait_for(key)
-                for a in batch:
-                    if a.cursor is not None:     # real time: a channel compares it with its service's own
-                        await tx.save_cursor(*a.cursor, at=datetime.now(timezone.utc))
-                    for st in a.statuses:
-                        if st.status == "failed":
-                            log.warning("intake: delivery %s failed: %s %s", st.external_id[-12:], st.error_code,
-                                        st.error_title)
-                        # A status before its message's row is kept by the store and applied later.
-                        moved = await tx.apply_status(st)
-                        if moved:
-                            await self.cases.delivery_moved(tx, moved, st)
+        async with self.store.transaction() as tx:
+            stored = await tx.insert_inbound_many(items) if items else set()
+            # The messages' locks in one order (apply_status takes each): two processes
+            # given the same statuses never wait for each other crosswise.
+            for key in sorted({f"delivery:{st.channel}:{st.external_id}" for a in batch for st in a.statuses}):
+                await tx.wait_for(key)
+            for a in batch:
+                if a.cursor is not None:     # real time: a channel compares it with its service's own
+                    await tx.save_cursor(*a.cursor, at=datetime.now(timezone.utc))
+                for st in a.statuses:
+                    if st.status == "failed":
+                        log.warning("intake: delivery %s failed: %s %s", st.external_id[-12:], st.error_code,
+                                    st.error_title)
+                    # A status before its message's row is kept by the store and applied later.
+                    moved = await tx.apply_status(st)
+                    if moved:
+                        await self.cases.delivery_moved(tx, moved, st)
         return items, stored
 
     async def cursor(self, channel: str) -> tuple[str, datetime] | None:

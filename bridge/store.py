@@ -148,13 +148,6 @@ class Store:
         PostgreSQL a plain VACUUM, which frees the dead rows' space for reuse."""
         await self.db.vacuum()
 
-    async def insert_inbound(self, items: Sequence[tuple[InboundMessage, datetime]]) -> set[tuple[str, str]]:
-        """Store inbound messages (each with when it arrived) in a transaction of their own:
-        the webhooks' path (bridge/intake.py). Returns the (channel, external id) stored
-        now; the others were seen before."""
-        async with self.transaction() as tx:
-            return await tx.insert_inbound_many(items)
-
 
 def _outbox_row(row: Row) -> Row:
     """An outbox row with its payload and progress parsed (progress {} when none)."""
@@ -339,7 +332,8 @@ class Tx:
     async def insert_inbound_many(self, items: Sequence[tuple[InboundMessage, datetime]]) -> set[tuple[str, str]]:
         """Store inbound messages (each with when it arrived); returns the (channel, external
         id) stored now, the others were seen before. One statement for the whole batch on
-        PostgreSQL; on SQLite one hop to the connection's thread."""
+        PostgreSQL; on SQLite a few statements for all of them, at once on the event loop's
+        connection (or in one hop to the writer's thread, when it has the transaction)."""
         if isinstance(self.conn, SQLiteHereConn):
             return _insert_inbound(self.conn.db, items)
         if isinstance(self.conn, SQLiteConn):

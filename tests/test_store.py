@@ -263,8 +263,10 @@ async def test_a_batch_of_webhooks_stores_each_message_once_and_says_which_are_n
     async with store.transaction() as tx:
         assert await tx.insert_inbound(msg("wamid.before"), T0)
     batch = [(msg(e), T0 + timedelta(seconds=1)) for e in ("wamid.1", "wamid.before", "wamid.2", "wamid.1")]
-    assert await store.insert_inbound(batch) == {("whatsapp", "wamid.1"), ("whatsapp", "wamid.2")}
-    assert await store.insert_inbound(batch[:2]) == set()
+    async with store.transaction() as tx:
+        assert await tx.insert_inbound_many(batch) == {("whatsapp", "wamid.1"), ("whatsapp", "wamid.2")}
+    async with store.transaction() as tx:
+        assert await tx.insert_inbound_many(batch[:2]) == set()
     async with store.reading() as tx:
         stored = await tx.pending_inbound()
         assert [m.external_id for _, m in stored] == ["wamid.before", "wamid.1", "wamid.2"]
